@@ -1,0 +1,160 @@
+//! Reading the token directory: `tokens.json`, the plain `tokens` list, and the legacy
+//! environment variables, into one [`TokenSet`].
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::file::{FileError, TOKEN_FILE_NAME, TokenFile};
+use crate::legacy::LegacyTokens;
+use crate::plain::{PLAIN_FILE_NAME, PlainError, parse_plain};
+use crate::set::TokenSet;
+
+/// Files larger than this are refused without being read. A Kubernetes Secret holds at
+/// most 1 MiB, so this leaves room for hand-made directories and nothing more.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Where a service's tokens come from.
+#[derive(Debug, Clone)]
+pub struct TokenSource {
+    pub dir: PathBuf,
+    pub legacy: LegacyTokens,
+    pub max_file_bytes: u64,
+}
+
+/// The raw bytes read in one pass, before parsing.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RawTokens {
+    pub token_file: Option<Vec<u8>>,
+    pub plain_list: Option<Vec<u8>>,
+}
+
+impl RawTokens {
+    pub fn has_files(&self) -> bool {
+        self.token_file.is_some() || self.plain_list.is_some()
+    }
+
+    /// A digest of what was read, to tell a real change from a rewrite of the same bytes.
+    pub fn content_key(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        for part in [&self.token_file, &self.plain_list] {
+            match part {
+                Some(bytes) => {
+                    hasher.update([1]);
+                    hasher.update((bytes.len() as u64).to_le_bytes());
+                    hasher.update(bytes);
+                }
+                None => hasher.update([0]),
+            }
+        }
+        hasher.finalize().into()
+    }
+}
+
+/// A parsed directory.
+#[derive(Debug)]
+pub struct Parsed {
+    pub set: TokenSet,
+    /// The token file's generation; `None` without a token file.
+    pub generation: Option<u64>,
+    /// How many plaintext tokens the plain list held (a warning is due when non-zero).
+    pub plaintext_count: usize,
+}
+
+impl TokenSource {
+    pub fn new(dir: impl Into<PathBuf>, legacy: LegacyTokens) -> Self {
+        Self {
+            dir: dir.into(),
+            legacy,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+
+    /// Reads both files; a file that does not exist is `None`, anything else that stops a
+    /// read is an error.
+    pub fn read(&self) -> Result<RawTokens, LoadError> {
+        Ok(RawTokens {
+            token_file: read_limited(&self.dir.join(TOKEN_FILE_NAME), self.max_file_bytes)?,
+            plain_list: read_limited(&self.dir.join(PLAIN_FILE_NAME), self.max_file_bytes)?,
+        })
+    }
+
+    pub fn parse(&self, raw: &RawTokens) -> Result<Parsed, LoadError> {
+        let file = match &raw.token_file {
+            Some(bytes) => Some(TokenFile::parse(bytes).map_err(|e| LoadError::TokenFile {
+                path: self.dir.join(TOKEN_FILE_NAME),
+                error: e,
+            })?),
+            None => None,
+        };
+        let plain = match &raw.plain_list {
+            Some(bytes) => parse_plain(bytes).map_err(|e| LoadError::PlainList {
+                path: self.dir.join(PLAIN_FILE_NAME),
+                error: e,
+            })?,
+            None => Vec::new(),
+        };
+        Ok(Parsed {
+            set: TokenSet::from_sources(file.as_ref(), &plain, &self.legacy),
+            generation: file.map(|f| f.generation),
+            plaintext_count: plain.len(),
+        })
+    }
+}
+
+fn read_limited(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, LoadError> {
+    let io_error = |error: io::Error| LoadError::Io {
+        path: path.to_owned(),
+        error: error.to_string(),
+    };
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(e)),
+    };
+    let size = file.metadata().map_err(io_error)?.len();
+    if size > limit {
+        return Err(LoadError::TooLarge {
+            path: path.to_owned(),
+            size,
+            limit,
+        });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    // The file may grow between the size check and the read.
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error)?;
+    if bytes.len() as u64 > limit {
+        return Err(LoadError::TooLarge {
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(Some(bytes))
+}
+
+/// Why a directory could not be loaded. The last good set stays in force.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {error}", path = path.display())]
+    Io { path: PathBuf, error: String },
+    #[error("{path} is {size} bytes, over the limit of {limit}; it was not read", path = path.display())]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    #[error("{path} {error}", path = path.display())]
+    TokenFile { path: PathBuf, error: FileError },
+    #[error("{path}: {error}", path = path.display())]
+    PlainList { path: PathBuf, error: PlainError },
+    #[error(
+        "{dir} no longer holds {TOKEN_FILE_NAME} or {PLAIN_FILE_NAME}; keeping the last good set until it does",
+        dir = dir.display()
+    )]
+    SourceGone { dir: PathBuf },
+}
