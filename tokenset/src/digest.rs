@@ -76,7 +76,7 @@ impl<'de> Deserialize<'de> for TokenDigest {
 /// The field held something other than 64 hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`sha256` must be 64 hex digits (the SHA-256 of the token), found {len} characters that are not"
+    "`sha256` must be 64 hex digits, the SHA-256 of the token and never the token itself (got {len} characters, or non-hex ones)"
 )]
 pub struct InvalidDigest {
     len: usize,

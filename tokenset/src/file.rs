@@ -125,11 +125,12 @@ fn version_label(value: &serde_json::Value) -> String {
 /// Why a token file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FileError {
-    #[error("not valid JSON ({kind}) at line {line} column {column}")]
+    #[error("not valid JSON ({kind}) at line {line} column {column}: {detail}")]
     Json {
         kind: &'static str,
         line: usize,
         column: usize,
+        /// serde's own words, with any quoted input blanked.
         detail: String,
     },
     #[error("has no `version` field; expected {{\"version\": {TOKEN_FILE_VERSION}, ...}}")]
@@ -156,14 +157,6 @@ impl FileError {
             line: error.line(),
             column: error.column(),
             detail: redact_serde_detail(&error.to_string()),
-        }
-    }
-
-    /// A longer explanation for logs: serde's own words with any quoted input removed.
-    pub fn detail(&self) -> Option<&str> {
-        match self {
-            FileError::Json { detail, .. } => Some(detail),
-            _ => None,
         }
     }
 }

@@ -123,7 +123,7 @@ pub struct TokenSet {
 
 impl TokenSet {
     pub fn new(mut entries: Vec<SetEntry>) -> Self {
-        entries.sort_by(|a, b| a.digest.cmp(&b.digest));
+        entries.sort_by_key(|e| e.digest);
         let mut index = HashMap::with_capacity(entries.len());
         let mut start = 0;
         while start < entries.len() {

@@ -281,15 +281,7 @@ impl Reloader {
         if self.reported.as_ref() == Some(&failure) {
             return;
         }
-        let detail = match &error {
-            LoadError::TokenFile { error, .. } => error.detail().map(str::to_owned),
-            _ => None,
-        };
-        tracing::warn!(
-            error = %error,
-            detail = detail.as_deref().unwrap_or(""),
-            "token source not loaded; keeping the last good set"
-        );
+        tracing::warn!(%error, "token source not loaded; keeping the last good set");
         self.store.record_error(error.to_string());
         self.reported = Some(failure);
     }
