@@ -1,0 +1,124 @@
+//! The token check as middleware, and the JSON access log with request metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use super::api_error::ErrorCode;
+use super::{Authenticated, authenticate};
+use crate::{TokenStore, redact_uri};
+
+/// Request counters shared by the access log.
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    auth_failures: Family<FailureLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    reason: &'static str,
+}
+
+impl HttpMetrics {
+    /// Registers `<prefix>_requests_total{route,status}` and
+    /// `<prefix>_auth_failures_total{reason}`.
+    pub fn register(registry: &mut Registry, prefix: &str) -> Arc<Self> {
+        let metrics = Arc::new(Self::default());
+        registry.register(
+            format!("{prefix}_requests"),
+            "HTTP requests answered, by route and status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            format!("{prefix}_auth_failures"),
+            "Requests refused by the token check, by reason",
+            metrics.auth_failures.clone(),
+        );
+        metrics
+    }
+}
+
+/// A route name a handler sets on its response when the matched path is not specific
+/// enough (the gateway names the module).
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub Arc<str>);
+
+/// Logs one JSON line per request (token query parameters redacted, the token's
+/// fingerprint when one passed) and counts it.
+pub async fn access_log(
+    State(metrics): State<Arc<HttpMetrics>>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let uri = redact_uri(request.uri()).into_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let route = match (response.extensions().get::<RouteLabel>(), &matched) {
+        (Some(label), _) => label.0.to_string(),
+        (None, Some(path)) => path.as_str().to_owned(),
+        (None, None) => "unmatched".to_owned(),
+    };
+    if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>()
+        && (status == 401 || code == &"malformed_token")
+    {
+        metrics
+            .auth_failures
+            .get_or_create(&FailureLabels { reason: code })
+            .inc();
+    }
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    let who = response.extensions().get::<Authenticated>();
+    tracing::info!(
+        target: "access",
+        method = %method,
+        uri = %uri,
+        route = %route,
+        status,
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        token = who.map(|a| a.fingerprint.to_string()),
+        token_name = who.map(|a| a.name.to_string()),
+        "request"
+    );
+    response
+}
+
+/// Refuses requests without a valid token; passes the rest on with [`Authenticated`] in
+/// the request's extensions (and copies it onto the response, for the access log).
+pub async fn require_token(
+    State(store): State<Arc<TokenStore>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match authenticate(&store, request.headers(), request.uri().query()) {
+        Ok(who) => {
+            request.extensions_mut().insert(who.clone());
+            let mut response = next.run(request).await;
+            response.extensions_mut().insert(who);
+            response
+        }
+        Err(error) => error.into_response(),
+    }
+}

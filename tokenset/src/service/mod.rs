@@ -1,0 +1,19 @@
+//! What the gateway and the operator backend share around the token set: the check as an
+//! HTTP answer, `/health` and `/ready`, JSON logs, Prometheus metrics of the set, and a
+//! graceful shutdown on SIGTERM.
+
+mod access;
+mod api_error;
+mod auth;
+mod health;
+mod metrics;
+mod serve;
+mod telemetry;
+
+pub use access::{HttpMetrics, RouteLabel, access_log, require_token};
+pub use api_error::{ApiError, ErrorCode};
+pub use auth::{Authenticated, authenticate};
+pub use health::health_routes;
+pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
+pub use serve::{Shutdown, serve_until_shutdown};
+pub use telemetry::init_json_logs;
