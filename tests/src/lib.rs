@@ -1,0 +1,83 @@
+//! A real Kubernetes control plane for vx11's tests and local runs.
+//!
+//! - [`ControlPlane`]: embedded etcd + kube-apiserver (+ kube-controller-manager on request),
+//!   built from pinned Go modules by `tests/controlplane/build.sh`, started in a temporary
+//!   directory on free loopback ports, torn down on drop. Several run side by side.
+//! - [`KubeletProjector`]: kubelet's part, projecting a Secret into a directory with the same
+//!   file operations kubelet's AtomicWriter performs ([`atomic_writer`]).
+//! - [`eventually`]: a bounded wait for tests.
+//!
+//! ```no_run
+//! # async fn demo() -> vx11_tests::Result<()> {
+//! use vx11_tests::ControlPlane;
+//! let cp = ControlPlane::builder().with_controller_manager().start().await?;
+//! let client = cp.client()?;
+//! let as_controller = cp.service_account_client("vx11", "vx11-controller")?;
+//! println!("kubectl --kubeconfig {}", cp.kubeconfig_path().display());
+//! # Ok(()) }
+//! ```
+
+pub mod atomic_writer;
+mod binaries;
+mod controlplane;
+pub mod devcluster;
+mod eventually;
+mod kubelet;
+mod pki;
+mod process;
+
+use std::path::PathBuf;
+
+pub use binaries::{BIN_DIR_ENV, BUILD_SCRIPT, Binaries};
+pub use controlplane::{ControlPlane, ControlPlaneBuilder, DEFAULT_CONTROLLERS, KEEP_ENV};
+pub use eventually::{Timeout, eventually};
+pub use kubelet::{KubeletProjector, ProjectorStatus};
+pub use pki::ADMIN_USER;
+
+/// Why a control plane could not be started or used.
+///
+/// `Debug` prints the message (with a process's log tail), so that a test's `.expect(…)`
+/// shows it readably.
+#[derive(thiserror::Error)]
+pub enum Error {
+    #[error("control-plane binaries: {0}")]
+    Binaries(String),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("generating certificates: {0}")]
+    Pki(#[from] rcgen::Error),
+
+    #[error("{component} failed to start: {reason}\n--- last lines of {} ---\n{log_tail}", log.display())]
+    Startup {
+        component: String,
+        reason: String,
+        log: PathBuf,
+        log_tail: String,
+    },
+
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl Error {
+    pub(crate) fn io(context: String, source: std::io::Error) -> Self {
+        Self::Io { context, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
