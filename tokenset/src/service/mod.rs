@@ -16,4 +16,4 @@ pub use auth::{Authenticated, authenticate};
 pub use health::health_routes;
 pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
 pub use serve::{Shutdown, serve_until_shutdown};
-pub use telemetry::init_json_logs;
+pub use telemetry::{LogFilterError, init_json_logs, init_json_logs_with_filter};

@@ -57,7 +57,12 @@ pub async fn serve_until_shutdown(
     shutdown: Shutdown,
     grace: Duration,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
     let signal = shutdown.clone();
+    // Small responses and SSE events go out at once rather than waiting on Nagle.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

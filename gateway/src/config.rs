@@ -1,0 +1,189 @@
+//! The gateway's settings: each one a flag and an environment variable of the same name.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::policy::{Modules, PolicyMode};
+use crate::upstream::Upstream;
+
+/// vx11-gateway: the public entrypoint. Checks the token of every `/<module>/api/*` request
+/// and streams it, unchanged, to the module's backend.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "vx11-gateway", version, about, long_about = None)]
+pub struct Args {
+    /// Address to serve on.
+    #[arg(long, env = "VX11_GATEWAY_ADDR", default_value = "0.0.0.0:8000")]
+    pub addr: SocketAddr,
+
+    /// Base URL of the operator backend (`/operator/api/*` goes there).
+    #[arg(
+        long,
+        env = "VX11_OPERATOR_BACKEND_URL",
+        default_value = "http://vx11-operator-backend:8011"
+    )]
+    pub operator_backend_url: String,
+
+    /// Directory the token Secret is mounted at (holds `tokens.json` or a plain `tokens`).
+    #[arg(long, env = "VX11_TOKENS_DIR", default_value = "/var/run/vx11/tokens")]
+    pub tokens_dir: PathBuf,
+
+    /// Policy mode: `solo_madre` serves only `operator` and `madre`; `full` serves every
+    /// configured module.
+    #[arg(long, env = "VX11_POLICY_MODE", default_value = "solo_madre")]
+    pub policy_mode: PolicyMode,
+
+    /// Other modules, `name=url,...` (e.g. `madre=http://madre:8001,switch=http://switch:8002`).
+    #[arg(long, env = "VX11_MODULES", default_value = "")]
+    pub modules: String,
+
+    /// Address of the Prometheus `/metrics` listener.
+    #[arg(long, env = "VX11_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// Re-read the token directory this often even without a file event.
+    #[arg(long, env = "VX11_TOKENS_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub tokens_poll_interval: Duration,
+
+    /// Give up connecting to a backend after this long (answer 502).
+    #[arg(long, env = "VX11_UPSTREAM_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// Give up waiting for a backend's response headers after this long (answer 504).
+    #[arg(long, env = "VX11_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// End a response body (an SSE stream too) that sends nothing for this long.
+    #[arg(long, env = "VX11_UPSTREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub upstream_idle_timeout: Duration,
+
+    /// Largest request body passed on, in bytes (larger ones get 413).
+    #[arg(long, env = "VX11_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: u64,
+
+    /// On SIGTERM, wait this long for in-flight requests before closing connections.
+    #[arg(long, env = "VX11_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Checked settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub tokens_dir: PathBuf,
+    pub tokens_poll_interval: Duration,
+    pub policy_mode: PolicyMode,
+    pub modules: Modules,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub max_body_bytes: u64,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("VX11_OPERATOR_BACKEND_URL: {0}")]
+    OperatorBackendUrl(String),
+    #[error("VX11_MODULES: {0}")]
+    Modules(String),
+    #[error("{name} must be more than zero")]
+    Zero { name: &'static str },
+}
+
+impl Config {
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        let operator =
+            Upstream::parse(&args.operator_backend_url).map_err(ConfigError::OperatorBackendUrl)?;
+        let modules = Modules::parse(operator, &args.modules, args.policy_mode)
+            .map_err(ConfigError::Modules)?;
+        for (name, value) in [
+            ("VX11_TOKENS_POLL_INTERVAL", args.tokens_poll_interval),
+            (
+                "VX11_UPSTREAM_CONNECT_TIMEOUT",
+                args.upstream_connect_timeout,
+            ),
+            ("VX11_UPSTREAM_TIMEOUT", args.upstream_timeout),
+            ("VX11_UPSTREAM_IDLE_TIMEOUT", args.upstream_idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero { name });
+            }
+        }
+        if args.max_body_bytes == 0 {
+            return Err(ConfigError::Zero {
+                name: "VX11_MAX_BODY_BYTES",
+            });
+        }
+        Ok(Self {
+            addr: args.addr,
+            metrics_addr: args.metrics_addr,
+            tokens_dir: args.tokens_dir,
+            tokens_poll_interval: args.tokens_poll_interval,
+            policy_mode: args.policy_mode,
+            modules,
+            upstream_connect_timeout: args.upstream_connect_timeout,
+            upstream_timeout: args.upstream_timeout,
+            upstream_idle_timeout: args.upstream_idle_timeout,
+            max_body_bytes: args.max_body_bytes,
+            shutdown_grace: args.shutdown_grace,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(flags: &[&str]) -> Result<Config, String> {
+        let args =
+            Args::try_parse_from(std::iter::once("vx11-gateway").chain(flags.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        Config::from_args(args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.addr.to_string(), "0.0.0.0:8000");
+        assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:9090");
+        assert_eq!(config.tokens_dir, PathBuf::from("/var/run/vx11/tokens"));
+        assert_eq!(config.policy_mode, PolicyMode::SoloMadre);
+        assert!(config.modules.get("operator").is_some());
+    }
+
+    #[test]
+    fn clear_errors() {
+        let err = parse(&["--operator-backend-url", "ftp://x"]).unwrap_err();
+        assert!(
+            err.contains("VX11_OPERATOR_BACKEND_URL") && err.contains("http://"),
+            "{err}"
+        );
+        let err = parse(&["--modules", "madre"]).unwrap_err();
+        assert!(err.contains("name=url"), "{err}");
+        let err = parse(&["--policy-mode", "all"]).unwrap_err();
+        assert!(err.contains("solo_madre"), "{err}");
+        let err = parse(&["--upstream-timeout", "0s"]).unwrap_err();
+        assert!(err.contains("VX11_UPSTREAM_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn help_lists_every_env_var() {
+        let help = <Args as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        for var in [
+            "VX11_GATEWAY_ADDR",
+            "VX11_OPERATOR_BACKEND_URL",
+            "VX11_TOKENS_DIR",
+            "VX11_POLICY_MODE",
+            "VX11_MODULES",
+            "VX11_METRICS_ADDR",
+        ] {
+            assert!(help.contains(var), "{var} missing from --help");
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! vx11-gateway: the single public entrypoint. It checks the token of every
+//! `/<module>/api/*` request against the hot-reloaded token set and streams the request,
+//! unchanged, to the module's backend.
+
+pub mod body;
+pub mod config;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use axum::routing::any;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use vx11_tokenset::TokenStore;
+use vx11_tokenset::service::{ApiError, Shutdown, access_log, health_routes, require_token};
+
+use crate::config::Config;
+use crate::metrics::GatewayMetrics;
+use crate::policy::{Modules, PolicyMode};
+
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+/// Everything a request needs.
+#[derive(Debug)]
+pub struct Gateway {
+    pub store: Arc<TokenStore>,
+    pub modules: Modules,
+    pub mode: PolicyMode,
+    pub client: UpstreamClient,
+    pub upstream_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub max_body_bytes: u64,
+    pub metrics: Arc<GatewayMetrics>,
+    pub shutdown: Shutdown,
+    pub tokens_dir: String,
+}
+
+impl Gateway {
+    pub fn new(
+        config: &Config,
+        store: Arc<TokenStore>,
+        metrics: Arc<GatewayMetrics>,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self {
+            store,
+            modules: config.modules.clone(),
+            mode: config.policy_mode,
+            client: upstream_client(config.upstream_connect_timeout),
+            upstream_timeout: config.upstream_timeout,
+            upstream_idle_timeout: config.upstream_idle_timeout,
+            max_body_bytes: config.max_body_bytes,
+            metrics,
+            shutdown,
+            tokens_dir: config.tokens_dir.display().to_string(),
+        }
+    }
+}
+
+/// A pooled HTTP/1.1 client with keep-alive to the backends.
+pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(4096)
+        .build(connector)
+}
+
+/// The gateway's routes: `/health`, `/ready`, `/<module>/api[/*]` behind the token check,
+/// JSON 404 for the rest; every request logged and counted.
+pub fn app(gateway: Arc<Gateway>) -> Router {
+    let api = Router::new()
+        .route("/{module}/api", any(proxy::forward))
+        .route("/{module}/api/{*rest}", any(proxy::forward))
+        .route_layer(from_fn_with_state(gateway.store.clone(), require_token))
+        .with_state(gateway.clone());
+    Router::new()
+        .merge(health_routes(
+            gateway.store.clone(),
+            gateway.tokens_dir.clone(),
+        ))
+        .merge(api)
+        .fallback(|| async { ApiError::not_found().into_response() })
+        .layer(from_fn_with_state(gateway.metrics.http.clone(), access_log))
+}

@@ -1,0 +1,82 @@
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use vx11_gateway::config::{Args, Config};
+use vx11_gateway::metrics::GatewayMetrics;
+use vx11_gateway::{Gateway, app};
+use vx11_tokenset::service::{Shutdown, init_json_logs, serve_metrics, serve_until_shutdown};
+use vx11_tokenset::{LegacyTokens, TokenWatcher, WatchConfig};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::from_args(Args::parse()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("Invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let legacy = match LegacyTokens::from_env() {
+        Ok(legacy) => legacy,
+        Err(error) => {
+            eprintln!("Invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_json_logs();
+    match run(config, legacy).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "vx11-gateway stopped");
+            eprintln!("vx11-gateway: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
+    let mut watch = WatchConfig::new(&config.tokens_dir);
+    watch.poll_interval = config.tokens_poll_interval;
+    let watcher = TokenWatcher::start(watch, legacy)?;
+    let store = watcher.store().clone();
+
+    let listener = bind(config.addr, "VX11_GATEWAY_ADDR").await?;
+    let metrics_listener = bind(config.metrics_addr, "VX11_METRICS_ADDR").await?;
+    let mut registry = Registry::default();
+    let metrics = GatewayMetrics::register(&mut registry, store.clone());
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+
+    let snapshot = store.snapshot();
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        metrics_addr = %metrics_listener.local_addr()?,
+        mode = %config.policy_mode,
+        modules = ?config.modules.names(),
+        tokens = snapshot.set.len(),
+        generation = ?snapshot.generation,
+        "vx11-gateway listening"
+    );
+    tokio::spawn(serve_metrics(
+        metrics_listener,
+        Arc::new(registry),
+        shutdown.clone(),
+    ));
+    let gateway = Arc::new(Gateway::new(&config, store, metrics, shutdown.clone()));
+    serve_until_shutdown(listener, app(gateway), shutdown, config.shutdown_grace).await?;
+    tracing::info!("vx11-gateway stopped");
+    drop(watcher);
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr, setting: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("cannot listen on {addr} ({setting}): {error}"),
+        )
+    })
+}

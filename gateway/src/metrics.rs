@@ -1,0 +1,64 @@
+//! The gateway's Prometheus metrics.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use vx11_tokenset::TokenStore;
+use vx11_tokenset::service::{HttpMetrics, TokenMetrics};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModuleLabel {
+    pub module: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub module: String,
+    pub kind: &'static str,
+}
+
+type HistogramFamily = Family<ModuleLabel, Histogram, fn() -> Histogram>;
+
+#[derive(Debug)]
+pub struct GatewayMetrics {
+    pub http: Arc<HttpMetrics>,
+    /// Time from sending a request to a backend until its response headers arrive.
+    pub upstream_seconds: HistogramFamily,
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub open_streams: Gauge,
+}
+
+impl GatewayMetrics {
+    pub fn register(registry: &mut Registry, store: Arc<TokenStore>) -> Arc<Self> {
+        let metrics = Self {
+            http: HttpMetrics::register(registry, "vx11_gateway"),
+            upstream_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0002, 2.0, 16))
+            }),
+            upstream_errors: Family::default(),
+            open_streams: Gauge::default(),
+        };
+        registry.register(
+            "vx11_gateway_upstream_duration_seconds",
+            "Time until a backend's response headers arrive, by module",
+            metrics.upstream_seconds.clone(),
+        );
+        registry.register(
+            "vx11_gateway_upstream_errors",
+            "Requests a backend did not answer, by module and kind (unavailable, timeout)",
+            metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "vx11_gateway_open_streams",
+            "Event streams (SSE) open through the gateway",
+            metrics.open_streams.clone(),
+        );
+        registry.register_collector(Box::new(TokenMetrics(store)));
+        Arc::new(metrics)
+    }
+}

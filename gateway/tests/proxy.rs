@@ -1,0 +1,365 @@
+//! The gateway in-process on a loopback port, in front of a small real backend: routing,
+//! policy, every error code, streaming without buffering, limits.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{any, get};
+use clap::Parser;
+use futures_util::StreamExt;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use vx11_gateway::config::{Args, Config};
+use vx11_gateway::metrics::GatewayMetrics;
+use vx11_gateway::{Gateway, app};
+use vx11_tokenset::service::Shutdown;
+use vx11_tokenset::{Origin, SetEntry, TokenDigest, TokenSet, TokenStore};
+
+const TOKEN: &str = "vx11-operator-test-token";
+
+/// Answers with what it received, as JSON; `/operator/api/slow` never answers;
+/// `/operator/api/events/stream` sends three events 200 ms apart.
+fn echo_backend() -> Router {
+    async fn echo(request: Request) -> axum::Json<Value> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let headers: serde_json::Map<String, Value> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or("<bin>"))))
+            .collect();
+        axum::Json(json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "headers": headers,
+            "bodyLength": body.len(),
+        }))
+    }
+    async fn events() -> axum::response::Response {
+        let stream = futures_util::stream::unfold(0u32, |n| async move {
+            if n == 3 {
+                return None;
+            }
+            if n > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Some((
+                Ok::<_, Infallible>(Bytes::from(format!("id: {n}\ndata: {n}\n\n"))),
+                n + 1,
+            ))
+        });
+        axum::response::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(stream))
+            .unwrap()
+    }
+    Router::new()
+        .route("/operator/api/slow", get(std::future::pending::<String>))
+        .route("/operator/api/events/stream", get(events))
+        .fallback(any(echo))
+}
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    addr
+}
+
+struct Harness {
+    base: String,
+    metrics: Arc<GatewayMetrics>,
+    store: Arc<TokenStore>,
+    client: reqwest::Client,
+}
+
+impl Harness {
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, HeaderMap, Value) {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.header("x-vx11-token", token);
+        }
+        json_of(request.send().await.unwrap()).await
+    }
+}
+
+async fn gateway_with(backend: &str) -> Harness {
+    let flags = [
+        "vx11-gateway",
+        "--operator-backend-url",
+        backend,
+        "--modules",
+        "madre=http://127.0.0.1:9,switch=http://127.0.0.1:9",
+        "--upstream-timeout",
+        "500ms",
+        "--max-body-bytes",
+        "1024",
+    ];
+    let config = Config::from_args(Args::try_parse_from(flags).unwrap()).unwrap();
+    let store = Arc::new(TokenStore::new());
+    store.install(
+        TokenSet::new(vec![SetEntry::new(
+            "operator",
+            TokenDigest::of(TOKEN.as_bytes()),
+            Origin::TokenFile,
+        )]),
+        Some(1),
+    );
+    let metrics = GatewayMetrics::register(&mut Registry::default(), store.clone());
+    let gateway = Arc::new(Gateway::new(
+        &config,
+        store.clone(),
+        metrics.clone(),
+        Shutdown::new(),
+    ));
+    let addr = serve(app(gateway)).await;
+    Harness {
+        base: format!("http://{addr}"),
+        metrics,
+        store,
+        client: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .read_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap(),
+    }
+}
+
+async fn gateway() -> Harness {
+    let backend = serve(echo_backend()).await;
+    gateway_with(&format!("http://{backend}")).await
+}
+
+async fn json_of(response: reqwest::Response) -> (StatusCode, HeaderMap, Value) {
+    let status = response.status();
+    let headers = response.headers().clone();
+    (status, headers, response.json().await.unwrap())
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or("<none>")
+}
+
+#[tokio::test]
+async fn health_and_ready_are_public() {
+    let h = gateway().await;
+    let (status, _, body) = h.get("/health", None).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+    let (status, _, body) = h.get("/ready", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["generation"], 1);
+    h.store.install(TokenSet::default(), Some(2));
+    let (status, _, body) = h.get("/ready", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["status"], "not_ready");
+}
+
+#[tokio::test]
+async fn request_is_forwarded_unchanged() {
+    let h = gateway().await;
+    let url = format!("{}/operator/api/chat?token={TOKEN}&x=1%202", h.base);
+    let response = h
+        .client
+        .post(url)
+        .header("x-vx11-token", TOKEN)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("connection", "keep-alive, x-drop-me")
+        .header("x-drop-me", "1")
+        .body("{\"message\":\"hello\"}")
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(response).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["method"], "POST");
+    assert_eq!(body["path"], "/operator/api/chat");
+    assert_eq!(body["query"], format!("token={TOKEN}&x=1%202"));
+    assert_eq!(body["headers"]["x-vx11-token"], TOKEN);
+    assert_eq!(body["headers"]["authorization"], format!("Bearer {TOKEN}"));
+    assert_eq!(body["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert!(body["headers"].get("x-drop-me").is_none());
+    assert_eq!(body["bodyLength"], 19);
+}
+
+#[tokio::test]
+async fn every_401_code() {
+    let h = gateway().await;
+    let (status, headers, body) = h.get("/operator/api/health", None).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "missing_token")
+    );
+    assert_eq!(headers["www-authenticate"], "Bearer realm=\"vx11\"");
+
+    let (status, headers, body) = h
+        .get("/operator/api/health", Some("vx11-not-a-member-token"))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
+    );
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    assert!(!body.to_string().contains("vx11-not-a-member-token"));
+
+    let mut expiring = SetEntry::new(
+        "old",
+        TokenDigest::of(b"vx11-expired-token-value"),
+        Origin::TokenFile,
+    );
+    expiring.expires_at = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
+    h.store.install(TokenSet::new(vec![expiring]), Some(2));
+    let (status, _, body) = h
+        .get("/operator/api/health?token=vx11-expired-token-value", None)
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "expired_token")
+    );
+
+    let (status, _, body) = h
+        .get("/operator/api/health?token=bad%zzencoding", None)
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "malformed_token")
+    );
+}
+
+#[tokio::test]
+async fn policy_and_unknown_routes() {
+    let h = gateway().await;
+    let (status, _, body) = h.get("/switch/api/status", Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"status": "OFF_BY_POLICY", "module": "switch", "mode": "solo_madre", "readonly": true})
+    );
+    let (status, _, body) = h.get("/hermes/api/status", Some(TOKEN)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_module")
+    );
+    let (status, _, body) = h.get("/nothing/here", Some(TOKEN)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    // A policy answer is still behind the token check.
+    let (status, _, _) = h.get("/switch/api/status", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn backend_down_is_502_and_slow_backend_504() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let h = gateway_with(&format!("http://{closed}")).await;
+    let (status, _, body) = h.get("/operator/api/health", Some(TOKEN)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_GATEWAY, "backend_unavailable")
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("refused"),
+        "{body}"
+    );
+
+    let h = gateway().await;
+    let (status, _, body) = h.get("/operator/api/slow", Some(TOKEN)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::GATEWAY_TIMEOUT, "backend_timeout")
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_with_or_without_length() {
+    let h = gateway().await;
+    let url = format!("{}/operator/api/chat", h.base);
+    let post = |body: reqwest::Body| {
+        h.client
+            .post(&url)
+            .header("x-vx11-token", TOKEN)
+            .body(body)
+            .send()
+    };
+    let (status, _, body) = json_of(post(vec![b'x'; 2048].into()).await.unwrap()).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    let chunks = futures_util::stream::iter((0..4).map(|_| Ok::<_, Infallible>(vec![b'x'; 512])));
+    let (status, _, body) = json_of(post(reqwest::Body::wrap_stream(chunks)).await.unwrap()).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    let response = post(vec![b'x'; 1024].into()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn streams_are_not_buffered_and_are_counted() {
+    let h = gateway().await;
+    let response = h
+        .client
+        .get(format!(
+            "{}/operator/api/events/stream?token={TOKEN}",
+            h.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(h.metrics.open_streams.get(), 1);
+    let mut body = response.bytes_stream();
+    // The first event arrives on its own while the backend still holds the other two.
+    let first = body.next().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"id: 0\ndata: 0\n\n");
+    let rest: Vec<Bytes> = body.map(|c| c.unwrap()).collect().await;
+    assert_eq!(rest.concat(), b"id: 1\ndata: 1\n\nid: 2\ndata: 2\n\n");
+    assert_eq!(h.metrics.open_streams.get(), 0);
+}
+
+#[tokio::test]
+async fn a_dropped_client_releases_its_stream() {
+    let h = gateway().await;
+    let response = h
+        .client
+        .get(format!("{}/operator/api/events/stream", h.base))
+        .header("x-vx11-token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.metrics.open_streams.get(), 1);
+    drop(response);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while h.metrics.open_streams.get() != 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.metrics.open_streams.get(), 0);
+}
