@@ -1,0 +1,140 @@
+//! `POST /operator/api/chat` `{"message": "…"}`: stores the message as a `chat` event and
+//! answers its id.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+use vx11_tokenset::service::{ApiError, Authenticated};
+
+use crate::AppState;
+use crate::events::EventKind;
+
+/// The longest message, in bytes of UTF-8.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// The largest request body: room for a message of the longest length even if every
+/// character of it is JSON-escaped (`\u0000` is six bytes for one).
+pub const MAX_BODY_BYTES: usize = 6 * MAX_MESSAGE_BYTES + 1024;
+
+pub async fn post_chat(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Authenticated>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    check_content_type(&headers)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(format!(
+                "the request body is over {MAX_BODY_BYTES} bytes; a message may be at most {MAX_MESSAGE_BYTES} bytes"
+            ))
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "the request body could not be read",
+            )
+        }
+    })?;
+    let message = message_of(&body)?;
+    let received_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let event = state.events.publish(
+        EventKind::Chat,
+        &json!({
+            "message": message,
+            "receivedAt": received_at,
+            "from": {"name": &*caller.name, "fingerprint": caller.fingerprint.to_string()},
+        }),
+    );
+    tracing::debug!(id = event.id, bytes = message.len(), token = %caller.fingerprint, "chat message stored");
+    Ok(Json(json!({"id": event.id, "receivedAt": received_at})))
+}
+
+/// A body without a content type is read as JSON (curl-friendly); any other type than
+/// JSON is refused.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the message as JSON, with Content-Type: application/json",
+        ))
+    }
+}
+
+/// The `message` of a `{"message": "…"}` body.
+fn message_of(body: &[u8]) -> Result<String, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!(
+                "the body is not valid JSON ({} at line {}, column {}); send {{\"message\": \"…\"}}",
+                classify(&error),
+                error.line(),
+                error.column()
+            ),
+        )
+    })?;
+    let message = match value.get("message") {
+        None | Some(Value::Null) => {
+            return Err(unprocessable(
+                "missing_message",
+                "the body has no `message`; send {\"message\": \"…\"}",
+            ));
+        }
+        Some(Value::String(message)) => message,
+        Some(_) => {
+            return Err(unprocessable(
+                "invalid_message",
+                "`message` must be a string",
+            ));
+        }
+    };
+    if message.trim().is_empty() {
+        return Err(unprocessable(
+            "empty_message",
+            "`message` is empty; send some text",
+        ));
+    }
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(too_large(format!(
+            "`message` is {} bytes; the limit is {MAX_MESSAGE_BYTES} bytes (16 KiB)",
+            message.len()
+        )));
+    }
+    Ok(message.clone())
+}
+
+fn classify(error: &serde_json::Error) -> &'static str {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Eof => "it ends too early",
+        Category::Syntax => "syntax error",
+        Category::Data | Category::Io => "unreadable data",
+    }
+}
+
+fn unprocessable(code: &'static str, detail: &'static str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+}
+
+fn too_large(detail: String) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "message_too_large", detail)
+}

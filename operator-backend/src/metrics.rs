@@ -1,0 +1,133 @@
+//! The backend's Prometheus metrics: requests and auth failures (shared with the gateway),
+//! open streams and how they ended, events published, and the token set.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use vx11_tokenset::TokenStore;
+use vx11_tokenset::service::{HttpMetrics, TokenMetrics};
+
+use crate::events::EventLog;
+
+pub const PREFIX: &str = "vx11_backend";
+
+/// The stream gauges and counters; request counters live in [`HttpMetrics`].
+#[derive(Debug, Default)]
+pub struct StreamMetrics {
+    open: Gauge,
+    ended: Family<EndLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndLabels {
+    reason: &'static str,
+}
+
+/// Why a stream ended, for `vx11_backend_streams_ended_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The client went away (the response was dropped before it ended).
+    Disconnected,
+    /// `follow=false`: the history was sent.
+    Replayed,
+    /// The service is shutting down.
+    Shutdown,
+    TokenRevoked,
+    TokenExpired,
+}
+
+impl StreamEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamEnd::Disconnected => "disconnected",
+            StreamEnd::Replayed => "replayed",
+            StreamEnd::Shutdown => "shutdown",
+            StreamEnd::TokenRevoked => "token_revoked",
+            StreamEnd::TokenExpired => "expired_token",
+        }
+    }
+}
+
+impl StreamMetrics {
+    /// Counts a stream as open until the returned guard is dropped.
+    pub fn opened(self: &Arc<Self>) -> OpenStream {
+        self.open.inc();
+        OpenStream {
+            metrics: self.clone(),
+            end: StreamEnd::Disconnected,
+        }
+    }
+
+    /// Streams open now.
+    pub fn open(&self) -> i64 {
+        self.open.get()
+    }
+}
+
+/// Held by an open stream; dropping it (the stream ended or its client went away) takes
+/// the stream out of the gauge.
+#[derive(Debug)]
+pub struct OpenStream {
+    metrics: Arc<StreamMetrics>,
+    end: StreamEnd,
+}
+
+impl OpenStream {
+    /// Records why the stream is ending; without this, a drop counts as a disconnect.
+    pub fn ending(&mut self, end: StreamEnd) {
+        self.end = end;
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.metrics.open.dec();
+        self.metrics
+            .ended
+            .get_or_create(&EndLabels {
+                reason: self.end.as_str(),
+            })
+            .inc();
+    }
+}
+
+/// Everything the backend exports, registered in one registry.
+#[derive(Debug)]
+pub struct BackendMetrics {
+    pub registry: Arc<Registry>,
+    pub http: Arc<HttpMetrics>,
+    pub streams: Arc<StreamMetrics>,
+}
+
+impl BackendMetrics {
+    pub fn register(store: Arc<TokenStore>, events: &EventLog) -> Self {
+        let mut registry = Registry::default();
+        let http = HttpMetrics::register(&mut registry, PREFIX);
+        let streams = Arc::new(StreamMetrics::default());
+        registry.register(
+            format!("{PREFIX}_open_streams"),
+            "Event streams open now",
+            streams.open.clone(),
+        );
+        registry.register(
+            format!("{PREFIX}_streams_ended"),
+            "Event streams ended, by reason",
+            streams.ended.clone(),
+        );
+        registry.register(
+            format!("{PREFIX}_events_published"),
+            "Events published to the operator event stream, by event type",
+            events.published_counter(),
+        );
+        registry.register_collector(Box::new(TokenMetrics(store)));
+        Self {
+            registry: Arc::new(registry),
+            http,
+            streams,
+        }
+    }
+}
