@@ -96,7 +96,7 @@ wait_for() {
 }
 
 say "building Kubernetes $k8s_version control plane and helm $HELM_VERSION with $go_version into $bin_dir"
-say "a first build takes several minutes and about 3 GiB of memory; later runs use the cache"
+say "a first build takes 15-20 minutes on 2 cores and up to ~2.5 GiB of memory; later runs use the cache"
 
 run "downloading Go modules" bash -c "cd '$here' && '$go_cmd' mod download"
 

@@ -1,5 +1,5 @@
 // The local Kubernetes control plane for vx11 tests: kube-apiserver, kube-controller-manager
-// and an embedded etcd, linked into one program. Built by build.sh; see README.md here.
+// and an embedded etcd, linked into one program. Built by build.sh; see ../README.md.
 module vx11.dev/tests/controlplane
 
 go 1.26.0

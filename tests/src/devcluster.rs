@@ -1,11 +1,8 @@
 //! A long-lived local control plane for people (and for running vx11 without a cluster): state
 //! in a fixed directory, a fixed port, one at a time per directory.
 
-use std::fs;
+use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
-
-use nix::sys::signal;
-use nix::unistd::Pid;
 
 use crate::{ControlPlane, Error, Result};
 
@@ -30,42 +27,52 @@ pub fn default_state_dir() -> PathBuf {
 pub struct DevCluster {
     control_plane: ControlPlane,
     pid_file: PathBuf,
+    // Held while this process serves the directory; the kernel releases it however the
+    // process ends, so a crash never leaves the directory looking busy.
+    _lock: File,
 }
 
 impl DevCluster {
-    /// Starts a control plane with the controller-manager in `dir` on `port`, or fails if a dev
-    /// cluster is already running there (see [`running`](Self::running)).
+    /// Starts a control plane with the controller-manager in `dir` on `port`, or fails with
+    /// [`Error::AlreadyRunning`] if another process serves a dev cluster from `dir`.
     pub async fn start(dir: &Path, port: u16) -> Result<Self> {
-        if let Some(pid) = Self::running(dir) {
-            return Err(Error::Binaries(format!(
-                "a dev cluster is already running from {} (pid {pid}); its kubeconfig is {}",
-                dir.display(),
-                dir.join("kubeconfig").display()
-            )));
+        fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let lock = lock_file(dir)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::AlreadyRunning {
+                    dir: dir.to_path_buf(),
+                    pid: read_pid(dir),
+                });
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking {}", dir.display()), e));
+            }
         }
+        let pid_file = dir.join("devcluster.pid");
+        fs::write(&pid_file, std::process::id().to_string())
+            .map_err(|e| Error::io(format!("writing {}", pid_file.display()), e))?;
         let control_plane = ControlPlane::builder()
             .state_dir(dir)
             .apiserver_port(port)
             .with_controller_manager()
             .start()
             .await?;
-        let pid_file = dir.join("devcluster.pid");
-        fs::write(&pid_file, std::process::id().to_string())
-            .map_err(|e| Error::io(format!("writing {}", pid_file.display()), e))?;
         Ok(Self {
             control_plane,
             pid_file,
+            _lock: lock,
         })
     }
 
-    /// The pid of the process serving a dev cluster from `dir`, if one is alive.
-    pub fn running(dir: &Path) -> Option<i32> {
-        let pid: i32 = fs::read_to_string(dir.join("devcluster.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        signal::kill(Pid::from_raw(pid), None).ok().map(|()| pid)
+    /// Whether some process serves a dev cluster from `dir`, and its pid if known.
+    pub fn running(dir: &Path) -> Option<Option<u32>> {
+        let lock = lock_file(dir).ok()?;
+        match lock.try_lock() {
+            Err(TryLockError::WouldBlock) => Some(read_pid(dir)),
+            _ => None,
+        }
     }
 
     pub fn control_plane(&self) -> &ControlPlane {
@@ -77,6 +84,24 @@ impl DevCluster {
         let _ = fs::remove_file(&self.pid_file);
         self.control_plane.stop();
     }
+}
+
+fn lock_file(dir: &Path) -> Result<File> {
+    let path = dir.join("devcluster.lock");
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))
+}
+
+fn read_pid(dir: &Path) -> Option<u32> {
+    fs::read_to_string(dir.join("devcluster.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.

@@ -61,6 +61,14 @@ pub enum Error {
         log_tail: String,
     },
 
+    #[error(
+        "a dev cluster is already running from {} (pid {}); its kubeconfig is {}",
+        dir.display(),
+        pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+        dir.join("kubeconfig").display()
+    )]
+    AlreadyRunning { dir: PathBuf, pid: Option<u32> },
+
     #[error("kubeconfig: {0}")]
     Kubeconfig(String),
 
