@@ -120,12 +120,30 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// clap's message on one line, without its "try --help" footer, naming the
+    /// environment variable of the flag it is about.
     fn from_clap(error: &clap::Error) -> Self {
-        let text = error.render().to_string();
-        let text = text.trim().trim_start_matches("error: ");
-        // Drop clap's "For more information, try '--help'." footer: one line is enough.
-        let text = text.lines().next().unwrap_or_default();
-        Self::Args(format!("{text} (see --help)"))
+        let rendered = error.render().to_string();
+        let mut text = rendered
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some(rest) = text.strip_prefix("error: ") {
+            text = rest.to_owned();
+        }
+        let command = Args::command();
+        let var = command.get_arguments().find_map(|arg| {
+            let long = arg.get_long()?;
+            let named =
+                text.contains(&format!("'--{long} ")) || text.contains(&format!("'--{long}'"));
+            named.then(|| arg.get_env()?.to_str()).flatten()
+        });
+        if let Some(var) = var {
+            text.push_str(&format!(" (env: {var})"));
+        }
+        Self::Args(text)
     }
 }
 

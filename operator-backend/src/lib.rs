@@ -8,6 +8,8 @@
 //! - [`chat`], [`health`]: the other API routes; [`token_events`]: `tokens` events.
 //! - [`metrics`]: Prometheus; [`run`]: the process (listeners, reload, shutdown).
 
+#[cfg(test)]
+mod app_tests;
 pub mod chat;
 pub mod config;
 pub mod events;
