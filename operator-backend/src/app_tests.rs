@@ -232,6 +232,19 @@ async fn chat_refuses_bad_bodies_with_json_errors() {
     }
     assert_eq!(send(&state, chat(at_limit)).await.status(), StatusCode::OK);
 
+    // A client that waits for `100 Continue` is refused before it sends the body.
+    let request = Request::post("/operator/api/chat")
+        .header("x-vx11-token", TOKEN)
+        .header(header::CONTENT_LENGTH, "10000000")
+        .header(header::EXPECT, "100-continue")
+        .body(Body::empty())
+        .unwrap();
+    let (status, answer) = json_of(send(&state, request).await).await;
+    assert_eq!(
+        (status, &answer["error"]),
+        (StatusCode::PAYLOAD_TOO_LARGE, &json!("message_too_large"))
+    );
+
     let request = Request::post("/operator/api/chat")
         .header("x-vx11-token", TOKEN)
         .header(header::CONTENT_TYPE, "text/plain")

@@ -1,12 +1,14 @@
 //! `POST /operator/api/chat` `{"message": "…"}`: stores the message as a `chat` event and
 //! answers its id.
 
+use std::time::Duration;
+
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use chrono::{SecondsFormat, Utc};
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use vx11_tokenset::service::{ApiError, Authenticated};
 
@@ -18,27 +20,20 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// The largest request body: room for a message of the longest length even if every
 /// character of it is JSON-escaped (`\u0000` is six bytes for one).
 pub const MAX_BODY_BYTES: usize = 6 * MAX_MESSAGE_BYTES + 1024;
+/// A body over the limit is still read (and dropped) up to this size, for this long,
+/// before the 413 goes out: a server that answers and closes while the client is still
+/// sending resets the connection, and the client may never see the answer.
+const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 pub async fn post_chat(
     State(state): State<AppState>,
     Extension(caller): Extension<Authenticated>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     check_content_type(&headers)?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large(format!(
-                "the request body is over {MAX_BODY_BYTES} bytes; a message may be at most {MAX_MESSAGE_BYTES} bytes"
-            ))
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                "the request body could not be read",
-            )
-        }
-    })?;
+    let body = read_body(&headers, body).await?;
     let message = message_of(&body)?;
     let received_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
     let event = state.events.publish(
@@ -51,6 +46,50 @@ pub async fn post_chat(
     );
     tracing::debug!(id = event.id, bytes = message.len(), token = %caller.fingerprint, "chat message stored");
     Ok(Json(json!({"id": event.id, "receivedAt": received_at})))
+}
+
+/// The body, if it is at most [`MAX_BODY_BYTES`].
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
+    let body_too_large = || {
+        too_large(format!(
+            "the request body is over {MAX_BODY_BYTES} bytes; a message may be at most {MAX_MESSAGE_BYTES} bytes"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let waits_for_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits_for_continue && declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        // Answered before the body is asked for, so the client never sends it.
+        return Err(body_too_large());
+    }
+    let mut chunks = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "the request body could not be read",
+            )
+        })?;
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            let mut drained = bytes.len() + chunk.len();
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while drained <= DRAIN_BYTES
+                    && let Some(Ok(chunk)) = chunks.next().await
+                {
+                    drained += chunk.len();
+                }
+            })
+            .await;
+            return Err(body_too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 /// A body without a content type is read as JSON (curl-friendly); any other type than

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
@@ -87,7 +86,6 @@ pub fn app(state: AppState) -> Router {
         .route("/operator/api/events/stream", get(stream::events_stream))
         .route("/operator/api/events", get(stream::events))
         .route_layer(from_fn_with_state(state.store.clone(), require_token))
-        .layer(DefaultBodyLimit::max(chat::MAX_BODY_BYTES))
         .with_state(state.clone());
     Router::new()
         .merge(health_routes(
