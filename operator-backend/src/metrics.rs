@@ -2,6 +2,7 @@
 //! open streams and how they ended, events published, and the token set.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -59,6 +60,7 @@ impl StreamMetrics {
         OpenStream {
             metrics: self.clone(),
             end: StreamEnd::Disconnected,
+            opened_at: Instant::now(),
         }
     }
 
@@ -74,6 +76,7 @@ impl StreamMetrics {
 pub struct OpenStream {
     metrics: Arc<StreamMetrics>,
     end: StreamEnd,
+    opened_at: Instant,
 }
 
 impl OpenStream {
@@ -92,6 +95,11 @@ impl Drop for OpenStream {
                 reason: self.end.as_str(),
             })
             .inc();
+        tracing::debug!(
+            reason = self.end.as_str(),
+            open_ms = self.opened_at.elapsed().as_millis() as u64,
+            "event stream ended"
+        );
     }
 }
 

@@ -59,3 +59,56 @@ pub fn tokens_event(snapshot: &Snapshot) -> Value {
         "tokens": tokens,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use vx11_tokenset::{SetEntry, TokenDigest, TokenSet};
+
+    #[tokio::test]
+    async fn a_tokens_event_for_the_loaded_set_and_each_new_one() {
+        let store = Arc::new(TokenStore::new());
+        let events = EventLog::starting_at(10, 1);
+        let shutdown = Shutdown::new();
+        let digest = TokenDigest::of(b"vx11-operator-test-token");
+        store.install(
+            TokenSet::new(vec![SetEntry::new("operator", digest, Origin::TokenFile)]),
+            Some(1),
+        );
+        let task = tokio::spawn(publish_token_changes(
+            store.clone(),
+            events.clone(),
+            shutdown.clone(),
+        ));
+        let mut sub = events.subscribe(None);
+        let first = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap();
+        let data: Value = serde_json::from_str(&first[0].data).unwrap();
+        assert_eq!(first[0].kind, EventKind::Tokens);
+        assert_eq!(data["generation"], 1);
+        assert_eq!(data["tokens"][0]["name"], "operator");
+        assert_eq!(
+            data["tokens"][0]["fingerprint"],
+            digest.fingerprint().to_string()
+        );
+        assert_eq!(data["tokens"][0]["state"], "active");
+
+        store.install(TokenSet::new(vec![]), Some(2));
+        let next = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap();
+        let data: Value = serde_json::from_str(&next[0].data).unwrap();
+        assert_eq!(
+            (data["generation"].as_u64(), data["count"].as_u64()),
+            (Some(2), Some(0))
+        );
+
+        shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
