@@ -374,6 +374,7 @@ async fn a_revoked_token_gets_a_final_auth_event_within_a_second() {
     assert_eq!(auth.id(), None, "the auth event is not in the history");
     assert_eq!(revoked.next(WAIT).await, None, "then the stream ends");
     let closed_after = reloaded.elapsed();
+    eprintln!("revoked stream closed {closed_after:?} after the kubelet-style update");
     assert!(
         closed_after < Duration::from_secs(1),
         "closed {closed_after:?} after the reload"
@@ -418,6 +419,7 @@ async fn an_expiring_token_gets_a_final_auth_event_at_its_expiry() {
     assert_eq!(auth.json()["error"], "expired_token");
     assert_eq!(stream.next(WAIT).await, None, "then the stream ends");
     let late = at - expires_at;
+    eprintln!("expiring stream closed {late} after expiresAt");
     assert!(
         late >= chrono::Duration::zero() && late < chrono::Duration::seconds(1),
         "closed {late} after the expiry"
