@@ -1,0 +1,595 @@
+//! The I/O around [`crate::plan`]: read the Secrets, plan, write (client Secret first, then
+//! service Secret: see [`crate::state`]), publish events, report status, requeue at the next
+//! time the plan changes by itself. And [`run`]: the whole process.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::net::TcpListener;
+use vx11_tokenset::service::Shutdown;
+use vx11_tokenset::{TokenState, TokenValue};
+
+use crate::config::{CrashPoint, Settings};
+use crate::crd::{Condition, TokenStatus, Vx11TokenSet, Vx11TokenSetStatus};
+use crate::leader::LeaderElector;
+use crate::metrics::{CauseLabel, Metrics, Readiness, TokenSetLabels};
+use crate::plan::{Input, Note, Plan, Source, plan};
+use crate::state::{
+    MANAGED_BY_LABEL, MANAGED_SELECTOR, ROTATE_ANNOTATION, TOKENSET_LABEL, client_secret,
+    extra_keys, is_ours, needs_write, observe, service_secret,
+};
+use crate::{Error, MANAGER, Result};
+
+/// Shared by every reconcile.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub crash_at: Option<CrashPoint>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+/// After a failure, try again after this long.
+const RETRY: Duration = Duration::from_secs(5);
+
+pub async fn reconcile(ts: Arc<Vx11TokenSet>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_set(&ts, &ctx).await;
+    ctx.metrics.observe(started.elapsed());
+    result
+}
+
+pub fn error_policy(ts: Arc<Vx11TokenSet>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(
+        namespace = ts.namespace().unwrap_or_default(),
+        tokenset = ts.name_any(),
+        %error,
+        "reconcile failed"
+    );
+    ctx.metrics.failure(error.metric_label());
+    Action::requeue(RETRY)
+}
+
+async fn reconcile_set(ts: &Vx11TokenSet, ctx: &Context) -> Result<Action> {
+    let namespace = ts.namespace().ok_or(Error::MissingNamespace)?;
+    let name = ts.name_any();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let service = secrets.get_opt(&ts.spec.secret_name).await?;
+    let client = secrets.get_opt(&ts.spec.client_secret_name).await?;
+
+    for existing in [&service, &client].into_iter().flatten() {
+        if !is_ours(existing, ts) {
+            let error = Error::SecretConflict {
+                namespace: namespace.clone(),
+                name: existing.name_any(),
+            };
+            let condition = ("SecretConflict", error.to_string());
+            report_conflict(ts, ctx, condition).await?;
+            return Ok(Action::await_change());
+        }
+    }
+
+    let sources = read_sources(ts, &secrets).await?;
+    let observed = observe(service.as_ref(), client.as_ref());
+    let now = Utc::now().trunc_subsecs(3);
+    let rotate_request = ts.annotations().get(ROTATE_ANNOTATION).map(String::as_str);
+    let plan = plan(
+        &Input {
+            spec: &ts.spec,
+            rotate_request,
+            observed: &observed,
+            sources: &sources,
+            now,
+        },
+        &mut TokenValue::generate,
+    )?;
+
+    // Write order (see `state`): the client Secret, holding the plaintext of every active
+    // digest and the new record, first; the service Secret second. A crash in between leaves
+    // the client's record ahead, and the next reconcile finishes the service Secret from it.
+    let desired_client = client_secret(ts, &plan.record, &plan.client_values);
+    let client_written = write(&secrets, client.as_ref(), desired_client).await?;
+    if client_written && ctx.crash_at == Some(CrashPoint::AfterClientWrite) {
+        tracing::error!(tokenset = %name, "VX11_CRASH_AT=after-client-write: exiting abruptly");
+        std::process::abort();
+    }
+    let desired_service = service_secret(ts, &plan.record);
+    let service_written = write(&secrets, service.as_ref(), desired_service).await?;
+
+    for note in &plan.notes {
+        log_and_publish(ts, ctx, note).await;
+    }
+    for cause in plan.rotations() {
+        ctx.metrics
+            .rotations
+            .get_or_create(&CauseLabel {
+                cause: cause.as_str().to_owned(),
+            })
+            .inc();
+    }
+    for state in [TokenState::Active, TokenState::Retiring] {
+        let count = plan
+            .record
+            .tokens
+            .iter()
+            .filter(|e| e.state == state)
+            .count();
+        ctx.metrics
+            .tokens
+            .get_or_create(&TokenSetLabels {
+                namespace: namespace.clone(),
+                tokenset: name.clone(),
+                state: state.as_str().to_owned(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    let status = desired_status(ts, &plan, now);
+    let previous = ts.status.clone().unwrap_or_default();
+    if ready_changed(&previous, &status) {
+        for problem in &plan.problems {
+            tracing::warn!(tokenset = %name, token = %problem.name, reason = problem.kind.reason(), detail = %problem.detail, "token not served as specified");
+            publish(
+                ts,
+                ctx,
+                EventType::Warning,
+                problem.kind.reason(),
+                problem.detail.clone(),
+            )
+            .await;
+        }
+    }
+    if status != previous {
+        patch_status(ts, ctx, &status).await?;
+    }
+    if client_written || service_written {
+        tracing::info!(namespace = %namespace, tokenset = %name, generation = plan.record.generation, "Secrets written");
+    }
+
+    Ok(match plan.next_wake {
+        Some(at) => Action::requeue(until(at, Utc::now())),
+        None => Action::await_change(),
+    })
+}
+
+/// Time from `now` to `at`, rounded up to a millisecond so that the wake-up is not early.
+fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (at - now)
+        .to_std()
+        .map_or(Duration::from_millis(1), |d| d + Duration::from_millis(1))
+}
+
+async fn read_sources(
+    ts: &Vx11TokenSet,
+    secrets: &Api<Secret>,
+) -> Result<BTreeMap<String, Source>> {
+    let mut cache: BTreeMap<String, Option<Secret>> = BTreeMap::new();
+    let mut sources = BTreeMap::new();
+    for token in &ts.spec.tokens {
+        let Some(reference) = &token.secret_ref else {
+            continue;
+        };
+        if !cache.contains_key(&reference.name) {
+            cache.insert(
+                reference.name.clone(),
+                secrets.get_opt(&reference.name).await?,
+            );
+        }
+        let source = match cache.get(&reference.name).and_then(Option::as_ref) {
+            None => Source::SecretMissing {
+                secret: reference.name.clone(),
+            },
+            Some(secret) => match secret.data.as_ref().and_then(|d| d.get(&reference.key)) {
+                None => Source::KeyMissing {
+                    secret: reference.name.clone(),
+                    key: reference.key.clone(),
+                },
+                // Not UTF-8 is not printable ASCII either: the plan refuses it as invalid.
+                Some(bytes) => Source::Value(String::from_utf8_lossy(&bytes.0).into_owned()),
+            },
+        };
+        sources.insert(token.name.clone(), source);
+    }
+    Ok(sources)
+}
+
+/// Applies `desired` if it differs from `current`; removes keys that `desired` lacks. Returns
+/// whether anything was written. The current resourceVersion is a precondition, so a replica
+/// that lost leadership without knowing cannot overwrite a newer state.
+async fn write(api: &Api<Secret>, current: Option<&Secret>, mut desired: Secret) -> Result<bool> {
+    let extra = extra_keys(current, &desired);
+    if !needs_write(current, &desired) && extra.is_empty() {
+        return Ok(false);
+    }
+    let name = desired.name_any();
+    desired.metadata.resource_version = current.and_then(|c| c.resource_version());
+    let params = PatchParams::apply(MANAGER).force();
+    let written = api.patch(&name, &params, &Patch::Apply(&desired)).await?;
+    if !extra.is_empty() {
+        let removal: serde_json::Map<String, serde_json::Value> = extra
+            .iter()
+            .map(|k| (k.clone(), serde_json::Value::Null))
+            .collect();
+        let patch = json!({
+            "metadata": {"resourceVersion": written.resource_version()},
+            "data": removal,
+        });
+        let params = PatchParams {
+            field_manager: Some(MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        api.patch(&name, &params, &Patch::Merge(&patch)).await?;
+    }
+    Ok(true)
+}
+
+fn ready_condition(status: &Vx11TokenSetStatus) -> Option<&Condition> {
+    status.conditions.iter().find(|c| c.type_ == "Ready")
+}
+
+fn ready_changed(previous: &Vx11TokenSetStatus, next: &Vx11TokenSetStatus) -> bool {
+    let key = |s: &Vx11TokenSetStatus| {
+        ready_condition(s).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    key(previous) != key(next)
+}
+
+/// The status for `plan`. Deterministic for an unchanged plan (times come from the record
+/// and the previous condition), so an idle set causes no status writes either.
+pub fn desired_status(ts: &Vx11TokenSet, plan: &Plan, now: DateTime<Utc>) -> Vx11TokenSetStatus {
+    let previous = ts.status.clone().unwrap_or_default();
+    let (status, reason, message) = match plan.problems.first() {
+        None => (
+            "True",
+            "Reconciled",
+            format!("{} tokens served", ts.spec.tokens.len()),
+        ),
+        Some(first) => (
+            "False",
+            first.kind.reason(),
+            plan.problems
+                .iter()
+                .map(|p| p.detail.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    };
+    condition_status(ts, &previous, status, reason, message, now, Some(plan))
+}
+
+fn condition_status(
+    ts: &Vx11TokenSet,
+    previous: &Vx11TokenSetStatus,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: DateTime<Utc>,
+    plan: Option<&Plan>,
+) -> Vx11TokenSetStatus {
+    let last_transition_time = ready_condition(previous)
+        .filter(|c| c.status == status)
+        .map_or(now, |c| c.last_transition_time);
+    let condition = Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time,
+        observed_generation: ts.meta().generation,
+    };
+    let mut out = match plan {
+        Some(plan) => Vx11TokenSetStatus {
+            generation: Some(plan.record.generation),
+            token_count: u32::try_from(
+                plan.record
+                    .tokens
+                    .iter()
+                    .filter(|e| e.state == TokenState::Active)
+                    .count(),
+            )
+            .unwrap_or(u32::MAX),
+            tokens: plan
+                .record
+                .tokens
+                .iter()
+                .map(|e| TokenStatus {
+                    name: e.name.clone(),
+                    fingerprint: e.sha256.fingerprint().to_string(),
+                    state: e.state.as_str().to_owned(),
+                    issued_at: e.not_before,
+                    expires_at: e.expires_at,
+                })
+                .collect(),
+            last_rotation_time: plan.record.last_rotation,
+            next_rotation_time: plan.next_rotation,
+            ..Vx11TokenSetStatus::default()
+        },
+        None => previous.clone(),
+    };
+    out.conditions = vec![condition];
+    out.observed_generation = ts.meta().generation;
+    out
+}
+
+async fn report_conflict(
+    ts: &Vx11TokenSet,
+    ctx: &Context,
+    (reason, message): (&str, String),
+) -> Result<()> {
+    let previous = ts.status.clone().unwrap_or_default();
+    let status = condition_status(
+        ts,
+        &previous,
+        "False",
+        reason,
+        message.clone(),
+        Utc::now().trunc_subsecs(3),
+        None,
+    );
+    if ready_changed(&previous, &status) {
+        tracing::warn!(tokenset = ts.name_any(), %message, "not writing");
+        publish(ts, ctx, EventType::Warning, reason, message).await;
+    }
+    if status != previous {
+        patch_status(ts, ctx, &status).await?;
+    }
+    Ok(())
+}
+
+async fn patch_status(ts: &Vx11TokenSet, ctx: &Context, status: &Vx11TokenSetStatus) -> Result<()> {
+    let api: Api<Vx11TokenSet> =
+        Api::namespaced(ctx.client.clone(), &ts.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": "vx11.dev/v1alpha1",
+        "kind": "Vx11TokenSet",
+        "status": status,
+    });
+    api.patch_status(
+        &ts.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn log_and_publish(ts: &Vx11TokenSet, ctx: &Context, note: &Note) {
+    let set = ts.name_any();
+    let (reason, message) = match note {
+        Note::Issued { name, fingerprint } => {
+            tracing::info!(tokenset = %set, token = %name, %fingerprint, "token issued");
+            ("Issued", format!("token {name}: {fingerprint} issued"))
+        }
+        Note::Rotated {
+            name,
+            cause,
+            fingerprint,
+            previous,
+        } => {
+            tracing::info!(tokenset = %set, token = %name, cause = cause.as_str(), %fingerprint, %previous, "token rotated");
+            (
+                "Rotated",
+                format!(
+                    "token {name} rotated ({}): {fingerprint} is active, {previous} retiring",
+                    cause.as_str()
+                ),
+            )
+        }
+        Note::Retired { name, fingerprint } => {
+            tracing::info!(tokenset = %set, token = %name, %fingerprint, "grace period over: value removed");
+            (
+                "Retired",
+                format!("token {name}: {fingerprint} removed at the end of its grace period"),
+            )
+        }
+        Note::Revoked { name, fingerprints } => {
+            let list = fingerprints
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            tracing::info!(tokenset = %set, token = %name, fingerprints = %list, "token revoked");
+            (
+                "Revoked",
+                format!("token {name} removed from the spec: {list} revoked"),
+            )
+        }
+        Note::Expired { name, fingerprints } => {
+            let list = fingerprints
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            tracing::info!(tokenset = %set, token = %name, fingerprints = %list, "token expired");
+            (
+                "Expired",
+                format!("token {name} reached its expiresAt: {list} removed"),
+            )
+        }
+    };
+    publish(ts, ctx, EventType::Normal, reason, message).await;
+}
+
+async fn publish(ts: &Vx11TokenSet, ctx: &Context, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &ts.object_ref(&())).await {
+        tracing::warn!(%error, reason, "could not publish an event");
+    }
+}
+
+/// The TokenSets a Secret concerns: the set it belongs to (by label), and every set in its
+/// namespace whose `secretRef` names it.
+fn concerned(
+    store: &Store<Vx11TokenSet>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<Vx11TokenSet>> {
+    let namespace = secret.namespace().unwrap_or_default();
+    let name = secret.name_any();
+    let mut out = Vec::new();
+    if secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
+        && let Some(set) = secret.labels().get(TOKENSET_LABEL)
+    {
+        out.push(ObjectRef::new(set).within(&namespace));
+    }
+    for ts in store.state() {
+        if ts.namespace().as_deref() == Some(namespace.as_str())
+            && ts
+                .spec
+                .tokens
+                .iter()
+                .any(|t| t.secret_ref.as_ref().is_some_and(|r| r.name == name))
+        {
+            out.push(ObjectRef::from_obj(&*ts));
+        }
+    }
+    out
+}
+
+/// Runs the controllers (one per watched namespace, or one for all) until `shutdown`.
+pub async fn run_controllers(settings: &Settings, ctx: Arc<Context>, shutdown: Shutdown) {
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let runs = scopes.into_iter().map(|namespace| {
+        let client = ctx.client.clone();
+        let (sets, secrets, metas): (
+            Api<Vx11TokenSet>,
+            Api<Secret>,
+            Api<PartialObjectMeta<Secret>>,
+        ) = match &namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client),
+            ),
+        };
+        let controller = Controller::new(sets, watcher::Config::default().any_semantic());
+        let store = controller.store();
+        let shutdown = shutdown.clone();
+        controller
+            .owns(
+                secrets,
+                watcher::Config::default()
+                    .labels(MANAGED_SELECTOR)
+                    .any_semantic(),
+            )
+            .watches(
+                metas,
+                watcher::Config::default().any_semantic(),
+                move |secret| concerned(&store, &secret),
+            )
+            .graceful_shutdown_on(async move { shutdown.triggered().await })
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "controller event");
+                }
+            })
+    });
+    futures::future::join_all(runs).await;
+}
+
+/// The whole process: RBAC preflight, `/metrics` and probes, leader election, controllers.
+/// Returns on SIGTERM/SIGINT (after releasing the Lease) or with the error that stopped it.
+pub async fn run(settings: Settings) -> Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let client = Client::try_default().await.map_err(Error::Kube)?;
+
+    crate::permissions::check(&client, &crate::permissions::needs(&settings)).await?;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let ready = Arc::new(Readiness::default());
+    let listener = TcpListener::bind(settings.metrics_addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /health and /ready");
+    let app = crate::metrics::router(Arc::new(registry), ready.clone());
+    let http_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_shutdown.triggered().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "metrics listener failed");
+        }
+    });
+
+    let reporter = Reporter {
+        controller: MANAGER.to_owned(),
+        instance: settings
+            .leader_election
+            .as_ref()
+            .map(|l| l.identity.clone()),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics: metrics.clone(),
+        crash_at: settings.crash_at,
+    });
+
+    let Some(lease) = settings.leader_election.clone() else {
+        ready.set(true);
+        metrics.leader.set(1);
+        tracing::info!(namespaces = ?settings.namespaces, "running without leader election");
+        run_controllers(&settings, ctx, shutdown).await;
+        return Ok(());
+    };
+
+    let mut elector = LeaderElector::new(client, lease);
+    ready.set(true);
+    tokio::select! {
+        acquired = elector.acquire() => acquired?,
+        () = shutdown.triggered() => return Ok(()),
+    }
+    metrics.leader.set(1);
+    tracing::info!(identity = elector.identity(), namespaces = ?settings.namespaces, "leading: starting the controllers");
+    let controllers = run_controllers(&settings, ctx, shutdown.clone());
+    tokio::pin!(controllers);
+    let outcome = tokio::select! {
+        lost = elector.hold() => Err(lost),
+        () = &mut controllers => Ok(()),
+    };
+    match outcome {
+        Ok(()) => {
+            elector.release().await;
+            Ok(())
+        }
+        Err(lost) => {
+            metrics.leader.set(0);
+            // Stop writing at once; the process exits and comes back as a standby.
+            Err(lost)
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! `vx11-controller` on a real control plane (etcd + kube-apiserver from `vx11-tests`),
+//! running as the chart's ServiceAccount with the chart's RBAC. One binary, so the tests share
+//! one link step; each test starts its own control plane.
+
+mod bench;
+mod cel;
+mod crash_and_leader;
+mod lifecycle;
+mod rbac;
+mod support;
