@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/storage/wal"
 )
 
 // runEtcd runs a single-member etcd for one control plane. Its listeners bind port 0 on
@@ -21,7 +22,8 @@ func runEtcd(args []string) int {
 	dataDir := flags.String("data-dir", "", "etcd data directory (required)")
 	readyFile := flags.String("ready-file", "", "file to write the client URL to once ready (required)")
 	clientURL := flags.String("listen-client-url", "http://127.0.0.1:0", "client URL to listen on (port 0: any free port)")
-	logLevel := flags.String("log-level", "warn", "etcd log level: debug, info, warn, error")
+	// At "warn", etcd logs every health probe of the API server ("request stats").
+	logLevel := flags.String("log-level", "error", "etcd log level: debug, info, warn, error")
 	if err := flags.Parse(args); err != nil {
 		return 2
 	}
@@ -36,6 +38,11 @@ func runEtcd(args []string) int {
 	cfg.LogLevel = *logLevel
 	// Tests throw the data away; fsync would only make every write wait for the disk.
 	cfg.UnsafeNoFsync = true
+	// Nobody uses etcd's JSON gateway; it would only dial the port-0 address and complain.
+	cfg.EnableGRPCGateway = false
+	// A test cluster writes a few MB: 4 MB WAL segments instead of 64 MB (two of which are
+	// allocated up front) keep each control plane's directory small.
+	wal.SegmentSizeBytes = 4 << 20
 	client, err := url.Parse(*clientURL)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "etcd: --listen-client-url: %v\n", err)
