@@ -25,6 +25,7 @@ mod eventually;
 mod kubelet;
 mod pki;
 mod process;
+pub mod services;
 
 use std::path::PathBuf;
 
