@@ -124,35 +124,13 @@ impl ControlPlaneBuilder {
             ),
         };
         let dir = state.path().to_path_buf();
-        let pki = Pki::load_or_generate(&dir.join("pki"))?;
-
-        let mut etcd = start_etcd(&binaries, &dir, deadline).await?;
-        let etcd_url = read_trimmed(&dir.join("etcd.url"))?;
-
-        // A free port can be taken by someone else before the API server binds it (parallel
-        // tests); then it exits at once and is started again on another port.
-        let mut attempts = 0;
-        let (apiserver, server) = loop {
-            attempts += 1;
-            let port = match self.apiserver_port {
-                Some(port) => port,
-                None => free_port()?,
-            };
-            let server = format!("https://127.0.0.1:{port}");
-            let mut apiserver = start_apiserver(&binaries, &dir, &pki, &etcd_url, port, &self)?;
-            write_kubeconfig(
-                &dir.join("kubeconfig"),
-                &server,
-                &pki.ca_pem()?,
-                &pki.admin()?,
-            )?;
-            let config = client_config(&dir.join("kubeconfig")).await?;
-            match wait_ready(&mut apiserver, &mut etcd, &config, deadline).await {
-                Ok(()) => break (apiserver, server),
-                Err(e) if self.apiserver_port.is_none() && attempts < 3 && port_taken(&e) => {
-                    continue;
+        let (pki, etcd, apiserver, server) = match self.launch(&binaries, &dir, deadline).await {
+            Ok(launched) => launched,
+            Err(e) => {
+                if let StateDir::Temp(temp) = state {
+                    keep_if_asked(temp);
                 }
-                Err(e) => return Err(e),
+                return Err(e);
             }
         };
         let kubeconfig_path = dir.join("kubeconfig");
@@ -181,6 +159,46 @@ impl ControlPlaneBuilder {
             "control plane ready"
         );
         Ok(control_plane)
+    }
+
+    /// Starts etcd and the API server in `dir` and waits until the API server is ready.
+    async fn launch(
+        &self,
+        binaries: &Binaries,
+        dir: &Path,
+        deadline: Instant,
+    ) -> Result<(Pki, Process, Process, String)> {
+        let pki = Pki::load_or_generate(&dir.join("pki"))?;
+
+        let mut etcd = start_etcd(binaries, dir, deadline).await?;
+        let etcd_url = read_trimmed(&dir.join("etcd.url"))?;
+
+        // A free port can be taken by someone else before the API server binds it (parallel
+        // tests); then it exits at once and is started again on another port.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let port = match self.apiserver_port {
+                Some(port) => port,
+                None => free_port()?,
+            };
+            let server = format!("https://127.0.0.1:{port}");
+            let mut apiserver = start_apiserver(binaries, dir, &pki, &etcd_url, port, self)?;
+            write_kubeconfig(
+                &dir.join("kubeconfig"),
+                &server,
+                &pki.ca_pem()?,
+                &pki.admin()?,
+            )?;
+            let config = client_config(&dir.join("kubeconfig")).await?;
+            match wait_ready(&mut apiserver, &mut etcd, &config, deadline).await {
+                Ok(()) => return Ok((pki, etcd, apiserver, server)),
+                Err(e) if self.apiserver_port.is_none() && attempts < 3 && port_taken(&e) => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -428,15 +446,26 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        let keep = std::env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty());
-        if keep && matches!(self.state, StateDir::Temp(_)) {
+        if keep_asked() && matches!(self.state, StateDir::Temp(_)) {
             let kept = std::mem::replace(&mut self.state, StateDir::Kept(self.dir.clone()));
             if let StateDir::Temp(dir) = kept {
-                let path = dir.keep();
-                eprintln!("{KEEP_ENV}: kept control plane state in {}", path.display());
+                keep_if_asked(dir);
             }
         }
         // The processes are killed by their own Drop, in field order.
+    }
+}
+
+fn keep_asked() -> bool {
+    std::env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty())
+}
+
+/// With [`KEEP_ENV`] set, keeps a temporary state directory (logs, etcd data) for a post-mortem;
+/// otherwise removes it.
+fn keep_if_asked(dir: TempDir) {
+    if keep_asked() {
+        let path = dir.keep();
+        eprintln!("{KEEP_ENV}: kept control plane state in {}", path.display());
     }
 }
 
