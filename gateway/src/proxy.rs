@@ -14,7 +14,7 @@ use axum::http::{StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{LengthLimitError, Limited};
 use serde_json::json;
-use vx11_tokenset::service::{ApiError, RouteLabel};
+use vx11_tokenset::service::{ApiError, RouteLabel, drain_refused_body};
 
 use crate::Gateway;
 use crate::body::{OpenStream, ProxiedBody};
@@ -77,6 +77,9 @@ async fn proxy(gateway: &Gateway, module: &Module, request: Request) -> Response
     if let Some(length) = content_length(&parts.headers)
         && length > gateway.max_body_bytes
     {
+        if !expects_continue(&parts.headers) {
+            drain_refused_body(body.into_data_stream(), 0).await;
+        }
         return too_large(gateway.max_body_bytes);
     }
     let uri = match module.upstream.uri_for(parts.uri.path_and_query()) {
@@ -187,6 +190,12 @@ fn too_large(limit: u64) -> Response {
         format!("request bodies are limited to {limit} bytes (VX11_MAX_BODY_BYTES)"),
     )
     .into_response()
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

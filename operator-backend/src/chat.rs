@@ -1,8 +1,6 @@
 //! `POST /operator/api/chat` `{"message": "…"}`: stores the message as a `chat` event and
 //! answers its id.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Extension, State};
@@ -10,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use chrono::{SecondsFormat, Utc};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-use vx11_tokenset::service::{ApiError, Authenticated};
+use vx11_tokenset::service::{ApiError, Authenticated, drain_refused_body};
 
 use crate::AppState;
 use crate::events::EventKind;
@@ -20,11 +18,6 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// The largest request body: room for a message of the longest length even if every
 /// character of it is JSON-escaped (`\u0000` is six bytes for one).
 pub const MAX_BODY_BYTES: usize = 6 * MAX_MESSAGE_BYTES + 1024;
-/// A body over the limit is still read (and dropped) up to this size, for this long,
-/// before the 413 goes out: a server that answers and closes while the client is still
-/// sending resets the connection, and the client may never see the answer.
-const DRAIN_BYTES: usize = 8 * 1024 * 1024;
-const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 pub async fn post_chat(
     State(state): State<AppState>,
@@ -76,15 +69,7 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError>
             )
         })?;
         if bytes.len() + chunk.len() > MAX_BODY_BYTES {
-            let mut drained = bytes.len() + chunk.len();
-            let _ = tokio::time::timeout(DRAIN_TIME, async {
-                while drained <= DRAIN_BYTES
-                    && let Some(Ok(chunk)) = chunks.next().await
-                {
-                    drained += chunk.len();
-                }
-            })
-            .await;
+            drain_refused_body(chunks, bytes.len() + chunk.len()).await;
             return Err(body_too_large());
         }
         bytes.extend_from_slice(&chunk);

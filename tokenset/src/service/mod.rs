@@ -5,6 +5,7 @@
 mod access;
 mod api_error;
 mod auth;
+mod drain;
 mod health;
 mod metrics;
 mod serve;
@@ -13,6 +14,7 @@ mod telemetry;
 pub use access::{HttpMetrics, RouteLabel, access_log, require_token};
 pub use api_error::{ApiError, ErrorCode};
 pub use auth::{Authenticated, authenticate};
+pub use drain::{DRAIN_BYTES, DRAIN_TIME, drain_refused_body};
 pub use health::health_routes;
 pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
 pub use serve::{Shutdown, serve_until_shutdown};
