@@ -63,6 +63,11 @@ pub struct Args {
     #[arg(long, env = "VX11_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: u64,
 
+    /// Log filter, in `RUST_LOG` syntax (e.g. `info`, `vx11_gateway=debug`); logs are JSON
+    /// lines on stderr.
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
     /// On SIGTERM, wait this long for in-flight requests before closing connections.
     #[arg(long, env = "VX11_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -82,6 +87,7 @@ pub struct Config {
     pub upstream_idle_timeout: Duration,
     pub max_body_bytes: u64,
     pub shutdown_grace: Duration,
+    pub log_filter: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +136,7 @@ impl Config {
             upstream_idle_timeout: args.upstream_idle_timeout,
             max_body_bytes: args.max_body_bytes,
             shutdown_grace: args.shutdown_grace,
+            log_filter: args.log_filter,
         })
     }
 }
@@ -182,6 +189,7 @@ mod tests {
             "VX11_POLICY_MODE",
             "VX11_MODULES",
             "VX11_METRICS_ADDR",
+            "RUST_LOG",
         ] {
             assert!(help.contains(var), "{var} missing from --help");
         }

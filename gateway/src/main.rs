@@ -7,7 +7,9 @@ use tokio::net::TcpListener;
 use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::{Gateway, app};
-use vx11_tokenset::service::{Shutdown, init_json_logs, serve_metrics, serve_until_shutdown};
+use vx11_tokenset::service::{
+    Shutdown, init_json_logs_with_filter, serve_metrics, serve_until_shutdown,
+};
 use vx11_tokenset::{LegacyTokens, TokenWatcher, WatchConfig};
 
 #[tokio::main]
@@ -26,7 +28,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_json_logs();
+    if let Err(error) = init_json_logs_with_filter(&config.log_filter) {
+        eprintln!("Invalid configuration: RUST_LOG: {error}");
+        return ExitCode::from(2);
+    }
     match run(config, legacy).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
