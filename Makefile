@@ -2,7 +2,12 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: test lint controlplane unit manifests
+.PHONY: run test lint controlplane unit manifests image kind-up
+
+## run: vx11 on a local control plane (or `make run ARGS=--kind` for kind), until Ctrl-C
+run: controlplane
+	$(CARGO) build --bins
+	$(CARGO) run -q -p vx11-tests --bin vx11-local -- $(ARGS)
 
 ## test: every check and test CI runs (formatting, lints, unit, service and cluster tests)
 test: lint controlplane unit
@@ -23,3 +28,11 @@ unit:
 ## manifests: render manifests/ from the chart after changing charts/vx11
 manifests:
 	bash tests/render-manifests.sh
+
+## image: the container image with the three binaries (needs docker)
+image:
+	docker build -t vx11:$$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/vx11/Chart.yaml) .
+
+## kind-up: create a kind cluster from kind-config.yaml, load the image, helm install
+kind-up:
+	bash tests/kind/up.sh

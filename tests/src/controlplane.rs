@@ -322,6 +322,23 @@ impl ControlPlane {
             .ok_or_else(|| Error::Kubeconfig("TokenRequest answered without a token".into()))
     }
 
+    /// Writes a kubeconfig for this cluster that authenticates with a bearer `token`, for a
+    /// child process that should act as a ServiceAccount (e.g. the controller as the chart's).
+    pub fn write_token_kubeconfig(&self, token: &str, out: &Path) -> Result<()> {
+        let admin = std::fs::read_to_string(self.kubeconfig_path())
+            .map_err(|e| Error::io(format!("reading {}", self.kubeconfig_path().display()), e))?;
+        let mut config: serde_json::Value = serde_json::from_str(&admin)
+            .map_err(|e| Error::Kubeconfig(format!("the admin kubeconfig is not JSON: {e}")))?;
+        config["users"] = serde_json::json!([{"name": "token", "user": {"token": token}}]);
+        if let Some(contexts) = config["contexts"].as_array_mut() {
+            for context in contexts {
+                context["context"]["user"] = serde_json::json!("token");
+            }
+        }
+        std::fs::write(out, config.to_string())
+            .map_err(|e| Error::io(format!("writing {}", out.display()), e))
+    }
+
     /// A client that authenticates with a bearer `token` (e.g. from
     /// [`service_account_token`](Self::service_account_token)) instead of the admin certificate.
     pub fn token_client(&self, token: &str) -> Result<Client> {

@@ -23,6 +23,7 @@ mod controlplane;
 pub mod devcluster;
 mod eventually;
 mod kubelet;
+pub mod local;
 mod pki;
 mod process;
 pub mod services;

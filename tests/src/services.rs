@@ -15,6 +15,8 @@ use crate::{Error, Result};
 pub enum ServiceKind {
     Gateway,
     OperatorBackend,
+    /// `vx11-controller`: its `/health` is on its metrics listener.
+    Controller,
 }
 
 impl ServiceKind {
@@ -22,6 +24,7 @@ impl ServiceKind {
         match self {
             ServiceKind::Gateway => "vx11-gateway",
             ServiceKind::OperatorBackend => "vx11-operator-backend",
+            ServiceKind::Controller => "vx11-controller",
         }
     }
 
@@ -29,6 +32,7 @@ impl ServiceKind {
         match self {
             ServiceKind::Gateway => "VX11_GATEWAY_ADDR",
             ServiceKind::OperatorBackend => "VX11_OPERATOR_BACKEND_ADDR",
+            ServiceKind::Controller => "VX11_METRICS_ADDR",
         }
     }
 }
@@ -60,14 +64,16 @@ pub fn binary_path(name: &str) -> Result<PathBuf> {
 
 fn profile_dir() -> Result<PathBuf> {
     let exe =
-        std::env::current_exe().map_err(|e| Error::io("locating the test binary".into(), e))?;
-    // target/<profile>/deps/<test> → target/<profile>
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .ok_or_else(|| {
-            Error::Binaries(format!("cannot find the target dir from {}", exe.display()))
-        })
+        std::env::current_exe().map_err(|e| Error::io("locating the running binary".into(), e))?;
+    let dir = exe.parent().ok_or_else(|| {
+        Error::Binaries(format!("cannot find the target dir from {}", exe.display()))
+    })?;
+    // target/<profile>/deps/<test> for a test, target/<profile>/<bin> for a binary.
+    Ok(if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir).to_path_buf()
+    } else {
+        dir.to_path_buf()
+    })
 }
 
 fn build_service_binaries(profile_dir: &Path) -> std::result::Result<(), String> {
@@ -118,8 +124,21 @@ impl ServiceProcess {
         env: &BTreeMap<String, String>,
         log_dir: &Path,
     ) -> Result<Self> {
-        let addr = free_loopback_addr();
-        let metrics_addr = free_loopback_addr();
+        Self::start_at(kind, free_loopback_addr(), env, log_dir)
+    }
+
+    /// Like [`start`](Self::start), on a given address.
+    pub fn start_at(
+        kind: ServiceKind,
+        addr: SocketAddr,
+        env: &BTreeMap<String, String>,
+        log_dir: &Path,
+    ) -> Result<Self> {
+        let metrics_addr = if kind == ServiceKind::Controller {
+            addr
+        } else {
+            free_loopback_addr()
+        };
         let log_path = log_dir.join(format!("{}-{}.log", kind.binary(), addr.port()));
         let log = std::fs::File::create(&log_path)
             .map_err(|e| Error::io(format!("creating {}", log_path.display()), e))?;
@@ -130,9 +149,10 @@ impl ServiceProcess {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
+            .envs(env)
+            // The addresses chosen here win over any in `env` (e.g. a pod's 0.0.0.0:8011).
             .env(kind.addr_var(), addr.to_string())
             .env("VX11_METRICS_ADDR", metrics_addr.to_string())
-            .envs(env)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)
@@ -155,7 +175,7 @@ impl ServiceProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(self.startup_error(format!("exited with {status}")));
             }
-            if http_get_status(self.addr, "/health") == Some(200) {
+            if http_status(self.addr, "/health") == Some(200) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -233,7 +253,7 @@ impl Drop for ServiceProcess {
 }
 
 /// A bare HTTP/1.0 GET on loopback, for readiness polls without an async runtime.
-fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut stream =
         std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;

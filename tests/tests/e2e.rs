@@ -1,0 +1,211 @@
+//! vx11 end to end on a real control plane: `helm install` of the chart, the controller as
+//! the chart's ServiceAccount, the Secret projected as kubelet does, the real gateway and
+//! backend with the chart's pod environment.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use reqwest::StatusCode;
+use serde_json::json;
+use vx11_tests::ControlPlane;
+use vx11_tests::local::{LocalOptions, LocalStack};
+
+async fn install() -> (ControlPlane, LocalStack, tempfile::TempDir) {
+    let cp = ControlPlane::builder()
+        .with_controller_manager()
+        .start()
+        .await
+        .expect("control plane");
+    let work = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(work.path());
+    options.helm_set = vec![
+        "tokenSet.rotation.every=1h".into(),
+        "tokenSet.rotation.gracePeriod=4s".into(),
+    ];
+    let stack = LocalStack::start(&cp, options, |step| eprintln!("[e2e] {step}"))
+        .await
+        .expect("vx11 installed and running");
+    (cp, stack, work)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_creates_everything_and_the_seeds_cases_pass() {
+    let (cp, stack, _work) = install().await;
+    let client = cp.client().unwrap();
+
+    // Every object of the chart exists.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "vx11");
+    let names: BTreeSet<String> = deployments
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|d| d.metadata.name)
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "vx11-controller".into(),
+            "vx11-gateway".into(),
+            "vx11-operator-backend".into()
+        ])
+    );
+    let out = cp
+        .kubectl()
+        .args([
+            "-n",
+            "vx11",
+            "get",
+            "svc,pdb,networkpolicy,sa,vts",
+            "-o",
+            "name",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "service/vx11-gateway",
+        "service/vx11-operator-backend",
+        "poddisruptionbudget.policy/vx11-gateway",
+        "networkpolicy.networking.k8s.io/vx11-operator-backend",
+        "serviceaccount/vx11-controller",
+        "vx11tokenset.vx11.dev/vx11",
+    ] {
+        assert!(
+            listed.contains(expected),
+            "{expected} missing from:\n{listed}"
+        );
+    }
+
+    // The namespace enforces `restricted`: every pod the chart would run is accepted.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "vx11");
+    for deployment in deployments.list(&ListParams::default()).await.unwrap() {
+        let name = deployment.metadata.name.clone().unwrap();
+        let template = deployment.spec.unwrap().template;
+        let pod = Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{name}-psa-check")),
+                ..Default::default()
+            },
+            spec: template.spec,
+            ..Default::default()
+        };
+        let params = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        pods.create(&params, &pod)
+            .await
+            .unwrap_or_else(|e| panic!("{name}'s pod refused under restricted: {e}"));
+    }
+    // And a privileged pod is not, so the check above means something.
+    let privileged: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "privileged"},
+        "spec": {"containers": [{"name": "x", "image": "x", "securityContext": {"privileged": true}}]}
+    }))
+    .unwrap();
+    assert!(
+        pods.create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &privileged
+        )
+        .await
+        .is_err()
+    );
+
+    // `kubectl get vts` shows the default set Ready.
+    let out = cp
+        .kubectl()
+        .args(["-n", "vx11", "get", "vts"])
+        .output()
+        .await
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("vx11") && table.contains("True"), "{table}");
+
+    // The seed's five cases with the client token.
+    let token = stack.client_token(&cp, "operator").await.unwrap();
+    let http = reqwest::Client::new();
+    let g = stack.gateway_url();
+    assert_eq!(
+        http.get(format!("{g}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let r = http
+        .get(format!("{g}/operator/api/health"))
+        .header("x-vx11-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = http
+        .post(format!("{g}/operator/api/chat"))
+        .header("x-vx11-token", &token)
+        .json(&json!({"message": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for request in [
+        http.get(format!(
+            "{g}/operator/api/events/stream?token={token}&follow=true"
+        )),
+        http.get(format!("{g}/operator/api/events/stream?follow=true"))
+            .header("x-vx11-token", &token),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let marker = format!("e2e-{}", rand_suffix());
+        let post = http
+            .post(format!("{g}/operator/api/chat"))
+            .header("x-vx11-token", &token)
+            .json(&json!({"message": marker}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(post.status(), StatusCode::OK);
+        assert!(
+            read_until(response, &marker, Duration::from_secs(10)).await,
+            "chat not on the stream"
+        );
+    }
+    assert_no_value(&stack.logs(), &token);
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+async fn read_until(response: reqwest::Response, needle: &str, limit: Duration) -> bool {
+    use futures::StreamExt;
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, body.next()).await {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        if seen.contains(needle) {
+            return true;
+        }
+    }
+    false
+}
+
+fn assert_no_value(text: &str, token: &str) {
+    assert!(!text.contains(token), "a token value appears in the logs");
+}
