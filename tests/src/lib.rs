@@ -17,7 +17,8 @@
 //! # Ok(()) }
 //! ```
 
-pub mod atomic_writer;
+/// kubelet's AtomicWriter, from the token-set library (which tests its readers with it).
+pub use vx11_tokenset::kubelet_sim as atomic_writer;
 mod binaries;
 mod controlplane;
 pub mod devcluster;
