@@ -44,6 +44,10 @@ pub struct Cli {
     #[arg(long, env = "VX11_IDENTITY")]
     pub identity: Option<String>,
 
+    /// How many Vx11TokenSets are reconciled at the same time (bounds connections and memory).
+    #[arg(long, env = "VX11_RECONCILE_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -69,6 +73,7 @@ pub struct Settings {
     /// Empty: all namespaces.
     pub namespaces: Vec<String>,
     pub leader_election: Option<LeaseSettings>,
+    pub concurrency: u16,
     pub crash_at: Option<CrashPoint>,
 }
 
@@ -170,10 +175,16 @@ impl Cli {
                 )));
             }
         };
+        if self.concurrency == 0 {
+            return Err(InvalidConfig(
+                "--concurrency / VX11_RECONCILE_CONCURRENCY: at least 1".into(),
+            ));
+        }
         Ok(Settings {
             metrics_addr,
             namespaces,
             leader_election,
+            concurrency: self.concurrency,
             crash_at,
         })
     }
@@ -218,6 +229,7 @@ mod tests {
             (vec!["--lease-duration", "5 minutes"], "--lease-duration"),
             (vec!["--lease-duration", "1s"], "at least 2s"),
             (vec!["--lease-namespace", "UPPER"], "--lease-namespace"),
+            (vec!["--concurrency", "0"], "--concurrency"),
         ] {
             let err = parse(&args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -36,7 +36,8 @@ use crate::{Error, MANAGER, Result};
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    /// Who publishes events (instance: this replica's identity).
+    pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub crash_at: Option<CrashPoint>,
 }
@@ -436,13 +437,18 @@ async fn publish(ts: &Vx11TokenSet, ctx: &Context, type_: EventType, reason: &st
         action: "Reconcile".to_owned(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &ts.object_ref(&())).await {
+    // A recorder per event: kube's Recorder folds events with the same reason into one series
+    // and keeps the first note, which would hide the fingerprints of a later rotation. Each
+    // event here is distinct (problems are published only when the condition changes).
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(error) = recorder.publish(&event, &ts.object_ref(&())).await {
         tracing::warn!(%error, reason, "could not publish an event");
     }
 }
 
 /// The TokenSets a Secret concerns: the set it belongs to (by label), and every set in its
-/// namespace whose `secretRef` names it.
+/// namespace that names it (as its service or client Secret, so that deleting a conflicting
+/// Secret is noticed, or in a `secretRef`).
 fn concerned(
     store: &Store<Vx11TokenSet>,
     secret: &PartialObjectMeta<Secret>,
@@ -456,12 +462,14 @@ fn concerned(
         out.push(ObjectRef::new(set).within(&namespace));
     }
     for ts in store.state() {
+        let spec = &ts.spec;
         if ts.namespace().as_deref() == Some(namespace.as_str())
-            && ts
-                .spec
-                .tokens
-                .iter()
-                .any(|t| t.secret_ref.as_ref().is_some_and(|r| r.name == name))
+            && (spec.secret_name == name
+                || spec.client_secret_name == name
+                || spec
+                    .tokens
+                    .iter()
+                    .any(|t| t.secret_ref.as_ref().is_some_and(|r| r.name == name)))
         {
             out.push(ObjectRef::from_obj(&*ts));
         }
@@ -494,7 +502,10 @@ pub async fn run_controllers(settings: &Settings, ctx: Arc<Context>, shutdown: S
                 Api::all(client),
             ),
         };
-        let controller = Controller::new(sets, watcher::Config::default().any_semantic());
+        let controller = Controller::new(sets, watcher::Config::default().any_semantic())
+            .with_config(
+                kube::runtime::controller::Config::default().concurrency(settings.concurrency),
+            );
         let store = controller.store();
         let shutdown = shutdown.clone();
         controller
@@ -554,7 +565,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     };
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        reporter,
         metrics: metrics.clone(),
         crash_at: settings.crash_at,
     });

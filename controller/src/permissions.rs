@@ -102,9 +102,7 @@ pub fn needs(settings: &Settings) -> Vec<Need> {
                 "write the service and client Secrets",
             );
         }
-        for verb in ["create", "patch"] {
-            add("events.k8s.io", "events", None, verb, "record events");
-        }
+        add("events.k8s.io", "events", None, "create", "record events");
     }
     if let Some(lease) = &settings.leader_election {
         out.push(Need {

@@ -49,6 +49,7 @@ fn help_lists_every_setting_with_its_env() {
         "VX11_LEASE_NAMESPACE",
         "VX11_LEASE_DURATION",
         "VX11_IDENTITY",
+        "VX11_RECONCILE_CONCURRENCY",
         "RUST_LOG",
     ] {
         assert!(help.contains(env), "--help lacks {env}");

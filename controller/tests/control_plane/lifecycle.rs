@@ -103,6 +103,33 @@ async fn tokenset_lifecycle_as_the_charts_service_account() {
         controller.logs()
     );
 
+    // `kubectl get vts` shows the printer columns; `kubectl explain` the field docs.
+    let out = cluster
+        .cp
+        .kubectl()
+        .args(["get", "vts", "-n", NS])
+        .output()
+        .await
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["READY", "TOKENS", "GENERATION", "NEXT ROTATION", "AGE"] {
+        assert!(header.contains(column), "kubectl get vts: {table}");
+    }
+    assert!(table.contains("main") && table.contains("True"), "{table}");
+    let out = cluster
+        .cp
+        .kubectl()
+        .args(["explain", "vts.spec.rotation.gracePeriod"])
+        .output()
+        .await
+        .unwrap();
+    let explain = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        explain.contains("How long a replaced value stays valid"),
+        "kubectl explain: {explain}"
+    );
+
     // Both Secrets; the client value's digest is the active one; the user's value is served.
     let service = get_secret(&secrets, "svc-tokens").await.unwrap();
     let client = get_secret(&secrets, "client-tokens").await.unwrap();
@@ -406,9 +433,39 @@ async fn tokenset_lifecycle_as_the_charts_service_account() {
     );
     assert!(status.last_rotation_time.is_some());
 
+    // A Secret of the same name that is not the set's is never overwritten; once it is gone,
+    // the set is reconciled (the Secret watch maps it by name).
+    put_user_secret(&secrets, "taken", "mine", "not-a-token-of-the-set").await;
+    sets.create(
+        &PostParams::default(),
+        &tokenset(
+            "conflict",
+            json!({
+                "secretName": "taken",
+                "clientSecretName": "conflict-client",
+                "tokens": [{"name": "app", "generate": {}}],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_reason(&sets, "conflict", "False", "SecretConflict").await;
+    let taken = data(&get_secret(&secrets, "taken").await.unwrap());
+    assert_eq!(
+        taken.keys().collect::<Vec<_>>(),
+        ["mine"],
+        "the user's Secret was written"
+    );
+    secrets
+        .delete("taken", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_reason(&sets, "conflict", "True", "Reconciled").await;
+
     // Events for what happened.
     let reasons = cluster.event_reasons(NS).await;
     for reason in [
+        "SecretConflict",
         "Issued",
         "Rotated",
         "Retired",

@@ -177,6 +177,8 @@ fn write_token_kubeconfig(admin: &Path, out: &Path, token: &str) {
 pub struct ControllerProcess {
     pub child: std::process::Child,
     pub log: PathBuf,
+    /// Port of `/metrics`, `/health`, `/ready` on 127.0.0.1.
+    pub metrics_port: u16,
 }
 
 impl ControllerProcess {
@@ -184,7 +186,12 @@ impl ControllerProcess {
         let log = dir.join(format!("controller-{identity}-{}.log", unique()));
         let file = std::fs::File::create(&log).unwrap();
         let port = free_port();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vx11-controller"));
+        // `VX11_CONTROLLER_BIN` points the benchmark at a release build.
+        let program = std::env::var_os("VX11_CONTROLLER_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_vx11-controller")),
+            PathBuf::from,
+        );
+        let mut command = std::process::Command::new(program);
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -202,7 +209,29 @@ impl ControllerProcess {
             command.env(k, v);
         }
         let child = command.spawn().expect("start vx11-controller");
-        Self { child, log }
+        Self {
+            child,
+            log,
+            metrics_port: port,
+        }
+    }
+
+    /// `GET path` on the metrics listener: status line and body.
+    pub async fn http_get(&self, path: &str) -> Result<String, String> {
+        use tokio::io::AsyncReadExt;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(response)
     }
 
     pub fn logs(&self) -> String {
