@@ -184,6 +184,18 @@ impl EventStream {
         }
     }
 
+    /// Whether the stream's body ends (cleanly or not) within `limit`, rather than stalling.
+    async fn ends_within(&mut self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_)) | None) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Reads until an event whose text contains `needle`; `None` if the stream ends or
     /// `limit` passes first.
     async fn until(&mut self, needle: &str, limit: Duration) -> Option<String> {
@@ -520,4 +532,33 @@ async fn open_streams(backend: &ServiceProcess) -> u64 {
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse::<f64>().ok())
         .map_or(u64::MAX, |v| v as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_streams_cleanly_and_the_gateway_exits() {
+    let operator = token();
+    let mut stack = Stack::start(&[("operator", &operator)]);
+    let mut stream = EventStream::open(stack.http.get(stack.url(&format!(
+        "/operator/api/events/stream?token={}&follow=true",
+        operator.expose()
+    ))))
+    .await;
+    let (status, _) = chat(&stack, &operator, "before-sigterm").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        stream
+            .until("before-sigterm", Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+
+    let code = stack.gateway.terminate(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "the gateway did not exit cleanly within 5 s");
+    assert!(
+        stream.ends_within(Duration::from_secs(5)).await,
+        "the stream did not end"
+    );
+    let logs = stack.gateway.logs();
+    assert!(logs.contains("SIGTERM"), "no shutdown in the gateway's log");
+    stack.assert_logs_clean(&[&operator]);
 }
