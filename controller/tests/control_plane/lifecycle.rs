@@ -433,6 +433,50 @@ async fn tokenset_lifecycle_as_the_charts_service_account() {
     );
     assert!(status.last_rotation_time.is_some());
 
+    // A token's expiresAt is written for the services and, once passed, its entries go.
+    let expires = (chrono::Utc::now() + chrono::Duration::seconds(4))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    sets.create(
+        &PostParams::default(),
+        &tokenset(
+            "expiring",
+            json!({
+                "secretName": "exp-svc",
+                "clientSecretName": "exp-client",
+                "tokens": [{"name": "temp", "generate": {}, "expiresAt": expires}, {"name": "keep", "generate": {}}],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    let file = eventually("expiring set written", SETTLE, || async {
+        Ok::<_, String>(token_file(&get_secret(&secrets, "exp-svc").await?))
+    })
+    .await
+    .unwrap();
+    let temp = file
+        .tokens
+        .iter()
+        .find(|e| e.name == "temp")
+        .expect("temp written");
+    assert_eq!(
+        temp.expires_at
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        Some(expires.clone())
+    );
+    values.extend(data(&get_secret(&secrets, "exp-client").await.unwrap()).into_values());
+    eventually("expired token removed at its expiresAt", SETTLE, || async {
+        let file = token_file(&get_secret(&secrets, "exp-svc").await?);
+        let names: Vec<_> = file.tokens.iter().map(|e| e.name.clone()).collect();
+        if names == ["keep"] {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await
+    .unwrap();
+
     // A Secret of the same name that is not the set's is never overwritten; once it is gone,
     // the set is reconciled (the Secret watch maps it by name).
     put_user_secret(&secrets, "taken", "mine", "not-a-token-of-the-set").await;
@@ -470,6 +514,7 @@ async fn tokenset_lifecycle_as_the_charts_service_account() {
         "Rotated",
         "Retired",
         "Revoked",
+        "Expired",
         "SourceMissing",
         "InvalidSpec",
     ] {
