@@ -604,3 +604,73 @@ pub async fn run(settings: Settings) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Observed;
+
+    fn set() -> Vx11TokenSet {
+        let mut ts = Vx11TokenSet::new(
+            "main",
+            serde_json::from_value(json!({
+                "secretName": "svc", "clientSecretName": "client",
+                "tokens": [{"name": "operator", "generate": {}}],
+                "rotation": {"every": "1h", "gracePeriod": "1m"},
+            }))
+            .unwrap(),
+        );
+        ts.metadata.generation = Some(3);
+        ts
+    }
+
+    #[test]
+    fn status_is_stable_for_an_unchanged_plan_and_names_no_value() {
+        let mut ts = set();
+        let t0: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        let observed = Observed::default();
+        let sources = BTreeMap::new();
+        let input = Input {
+            spec: &ts.spec,
+            rotate_request: None,
+            observed: &observed,
+            sources: &sources,
+            now: t0,
+        };
+        let plan = plan(&input, &mut TokenValue::generate).unwrap();
+        let first = desired_status(&ts, &plan, t0);
+        let ready = ready_condition(&first).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Reconciled")
+        );
+        assert_eq!(first.observed_generation, Some(3));
+        assert_eq!(first.generation, Some(1));
+        assert_eq!(first.token_count, 1);
+        assert_eq!(
+            first.next_rotation_time,
+            Some(t0 + chrono::Duration::hours(1))
+        );
+        let value = plan.client_values["operator"].expose().to_owned();
+        assert!(!serde_json::to_string(&first).unwrap().contains(&value));
+
+        // Later, same plan: identical status (the transition time is kept): no write.
+        ts.status = Some(first.clone());
+        let later = desired_status(&ts, &plan, t0 + chrono::Duration::minutes(5));
+        assert_eq!(later, first);
+        assert!(!ready_changed(&first, &later));
+    }
+
+    #[test]
+    fn wake_ups_are_never_early() {
+        let now: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        assert_eq!(
+            until(now + chrono::Duration::seconds(3), now),
+            Duration::from_millis(3001)
+        );
+        assert_eq!(
+            until(now - chrono::Duration::seconds(3), now),
+            Duration::from_millis(1)
+        );
+    }
+}

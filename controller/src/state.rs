@@ -333,4 +333,85 @@ mod tests {
 
         assert!(observe(None, None).record.is_none());
     }
+
+    fn owner() -> Vx11TokenSet {
+        let mut ts = Vx11TokenSet::new(
+            "main",
+            serde_json::from_value(serde_json::json!({
+                "secretName": "svc", "clientSecretName": "client", "tokens": []
+            }))
+            .unwrap(),
+        );
+        ts.metadata.namespace = Some("apps".into());
+        ts.metadata.uid = Some("uid-1".into());
+        ts
+    }
+
+    #[test]
+    fn desired_secrets_are_owned_labelled_and_hold_only_what_they_should() {
+        let ts = owner();
+        let r = record(2);
+        let service = service_secret(&ts, &r);
+        let owner_ref = &service.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner_ref.uid.as_str(), owner_ref.controller),
+            ("uid-1", Some(true))
+        );
+        assert_eq!(owner_ref.block_owner_deletion, None);
+        assert!(is_ours(&service, &ts));
+        let keys: Vec<_> = service.data.as_ref().unwrap().keys().cloned().collect();
+        assert_eq!(keys, [TOKEN_FILE_NAME]);
+        let file = TokenFile::parse(&service.data.as_ref().unwrap()[TOKEN_FILE_NAME].0).unwrap();
+        assert_eq!(file.generation, 2);
+
+        let value = TokenValue::new("vx11_some_generated_value").unwrap();
+        let client = client_secret(&ts, &r, &BTreeMap::from([("operator".to_owned(), value)]));
+        assert_eq!(
+            client.data.as_ref().unwrap()["operator"].0,
+            b"vx11_some_generated_value"
+        );
+        assert_eq!(client.annotations()[RECORD_ANNOTATION], r.to_annotation());
+    }
+
+    #[test]
+    fn writes_only_when_something_differs() {
+        let ts = owner();
+        let desired = service_secret(&ts, &record(2));
+        assert!(needs_write(None, &desired));
+        let mut current = desired.clone();
+        // The API server adds fields of its own: not a difference.
+        current.metadata.resource_version = Some("42".into());
+        current
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("extra".into(), "ok".into());
+        assert!(!needs_write(Some(&current), &desired));
+        assert!(extra_keys(Some(&current), &desired).is_empty());
+
+        let mut edited = current.clone();
+        edited
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("tokens".into(), ByteString(b"injected".to_vec()));
+        assert!(needs_write(Some(&edited), &desired));
+        assert_eq!(extra_keys(Some(&edited), &desired), ["tokens"]);
+
+        let mut unowned = current.clone();
+        unowned.metadata.owner_references = None;
+        assert!(needs_write(Some(&unowned), &desired));
+        assert!(
+            is_ours(&unowned, &ts),
+            "still ours by its labels: the ownerReference is put back"
+        );
+
+        let mut relabelled = current.clone();
+        relabelled.metadata.annotations = None;
+        assert!(needs_write(Some(&relabelled), &desired));
+
+        let foreign = Secret::default();
+        assert!(!is_ours(&foreign, &ts));
+    }
 }
