@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::{Gateway, app};
@@ -77,8 +77,23 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Pending connections the kernel queues for us. `TcpListener::bind` asks for std's 128: a
+/// burst of new connections beyond that (EventSource clients reconnecting after a restart)
+/// has SYNs dropped and retried only after 1 s. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: std::net::SocketAddr, setting: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|error| {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|error: std::io::Error| {
         std::io::Error::new(
             error.kind(),
             format!("cannot listen on {addr} ({setting}): {error}"),
