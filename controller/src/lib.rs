@@ -7,7 +7,8 @@
 //!
 //! Modules: [`crd`] (the resource), [`plan`] (what the Secrets should hold: pure, unit
 //! tested), [`state`] (how that state is kept in and read back from the Secrets),
-//! [`controller`] (the I/O: reconcile, events, status), [`leader`] (Lease election),
+//! [`status`] (the resource's status from a plan), [`controller`] (the I/O: reconcile,
+//! events, status writes), [`leader`] (Lease election),
 //! [`permissions`] (RBAC preflight), [`metrics`], [`telemetry`], [`config`].
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod permissions;
 pub mod plan;
 pub mod state;
+pub mod status;
 pub mod telemetry;
 
 pub use crd::{Vx11TokenSet, Vx11TokenSetSpec, Vx11TokenSetStatus};
