@@ -66,6 +66,12 @@ impl Gateway {
     }
 }
 
+/// Read buffer of a backend connection, and so the largest response head a backend may
+/// send (nginx's `proxy_buffer_size` is 4 or 8 KiB). hyper's default buffer grows to 16 KiB
+/// and more after one large read (an SSE replay) and keeps that size for the life of the
+/// connection: 17 KiB more per open event stream.
+pub const UPSTREAM_READ_BUFFER: usize = 8 * 1024;
+
 /// A pooled HTTP/1.1 client with keep-alive to the backends.
 pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
     let mut connector = HttpConnector::new();
@@ -74,6 +80,7 @@ pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(4096)
+        .http1_max_buf_size(UPSTREAM_READ_BUFFER)
         .build(connector)
 }
 
