@@ -38,6 +38,7 @@ mkdir -p "$LOGS" "$FIX"
 UPSTREAM=127.0.0.1:$((PORT + 80))
 GATEWAY=127.0.0.1:$((PORT + 0))
 NGINX=127.0.0.1:$((PORT + 1))
+GATEWAY_1W=127.0.0.1:$((PORT + 2)) # the same gateway with TOKIO_WORKER_THREADS=1
 BACKEND=127.0.0.1:$((PORT + 11))
 SSE_GATEWAY_PORT=$((PORT + 100))   # +100, +101, … one per SSE gateway process
 RELOAD_GATEWAY=127.0.0.1:$((PORT + 200))
@@ -92,6 +93,16 @@ rss_mib() { # pid...: summed VmRSS in MiB
   done
   awk -v k="$kib" 'BEGIN { printf "%.2f", k / 1024 }'
 }
+
+cpu_ticks() { # pid...: user+system CPU so far, in clock ticks, summed
+  local pid t=0 v
+  for pid in "$@"; do
+    v=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+HZ=$(getconf CLK_TCK)
 
 nginx_pids() { local m; m=$(cat "$RESULTS/nginx.pid"); echo "$m" $(pgrep -P "$m" || true); }
 
@@ -160,12 +171,17 @@ if [[ " $STEPS " == *" proxy "* ]]; then
   wait_http "http://$NGINX/health"
   start_gateway gateway "$GATEWAY" "$FIX/tokens" "http://$UPSTREAM"
   PROXY_GW_PID=$GW_PID
+  TOKIO_WORKER_THREADS=1 start_gateway gateway-1w "$GATEWAY_1W" "$FIX/tokens" "http://$UPSTREAM"
+  PROXY_GW1_PID=$GW_PID
   sleep 1
   GW_START=$(rss_mib "$PROXY_GW_PID") NGINX_START=$(rss_mib $(nginx_pids)) UP_START=$(rss_mib "$UPSTREAM_PID")
   info "RSS at start: gateway $GW_START MiB, nginx $NGINX_START MiB, upstream $UP_START MiB"
 
-  for target in direct nginx gateway; do
-    case $target in direct) a=$UPSTREAM ;; nginx) a=$NGINX ;; gateway) a=$GATEWAY ;; esac
+  target_addr() { case $1 in direct) echo "$UPSTREAM" ;; nginx) echo "$NGINX" ;; gateway) echo "$GATEWAY" ;; gateway-1w) echo "$GATEWAY_1W" ;; esac; }
+  target_pids() { case $1 in direct) echo "$UPSTREAM_PID" ;; nginx) nginx_pids ;; gateway) echo "$PROXY_GW_PID" ;; gateway-1w) echo "$PROXY_GW1_PID" ;; esac; }
+  TARGETS=(direct nginx gateway gateway-1w)
+  for target in "${TARGETS[@]}"; do
+    a=$(target_addr "$target")
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-VX11-Token: $TOKEN" "http://$a/operator/api/health")
     [[ $code == 200 ]] || die "$target answered $code to a valid token"
     if [[ $target != direct ]]; then
@@ -178,9 +194,8 @@ if [[ " $STEPS " == *" proxy "* ]]; then
     run_wrk "$RESULTS/warmup-$target.json" -t2 -c"$CONNS" -d1s -H "X-VX11-Token: $TOKEN" "http://$a/operator/api/health"
   done
 
-  step "proxy: $ROUNDS round(s) × 3 cases × 3 targets × ${DURATION} s"
+  step "proxy: $ROUNDS round(s) × 3 cases × ${#TARGETS[@]} targets × ${DURATION} s, order rotating"
   : >"$RESULTS/proxy.jsonl"
-  ORDER=(direct nginx gateway)
   for ((round = 1; round <= ROUNDS; round++)); do
     for case in keepalive new-connection one-connection; do
       case $case in
@@ -188,12 +203,16 @@ if [[ " $STEPS " == *" proxy "* ]]; then
         new-connection) args=(-t2 -c"$CONNS" -H "Connection: close") ;;
         one-connection) args=(-t1 -c1) ;;
       esac
-      for ((k = 0; k < 3; k++)); do
-        target=${ORDER[$(((k + round + ${#case}) % 3))]}
-        case $target in direct) a=$UPSTREAM ;; nginx) a=$NGINX ;; gateway) a=$GATEWAY ;; esac
+      for ((k = 0; k < ${#TARGETS[@]}; k++)); do
+        target=${TARGETS[$(((k + round + ${#case}) % ${#TARGETS[@]}))]}
+        a=$(target_addr "$target")
         out="$RESULTS/wrk-$round-$case-$target.json"
+        pids=$(target_pids "$target")
+        before=$(cpu_ticks $pids) up_before=$(cpu_ticks "$UPSTREAM_PID")
         run_wrk "$out" "${args[@]}" -d"${DURATION}s" -H "X-VX11-Token: $TOKEN" "http://$a/operator/api/health"
-        printf '{"round":%d,"case":"%s","target":"%s","wrk":%s}\n' "$round" "$case" "$target" "$(cat "$out")" >>"$RESULTS/proxy.jsonl"
+        cpu=$(awk -v t="$(($(cpu_ticks $pids) - before))" -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')
+        up_cpu=$(awk -v t="$(($(cpu_ticks "$UPSTREAM_PID") - up_before))" -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')
+        printf '{"round":%d,"case":"%s","target":"%s","cpu_s":%s,"upstream_cpu_s":%s,"wrk":%s}\n' "$round" "$case" "$target" "$cpu" "$up_cpu" "$(cat "$out")" >>"$RESULTS/proxy.jsonl"
         info "$(printf 'round %d %-15s %-8s' "$round" "$case" "$target") $(awk -F'[:,]' '{for(i=1;i<NF;i++){if($i~/"requests"/)r=$(i+1);if($i~/"duration_us"/)d=$(i+1);if($i~/"p50_us"/)p5=$(i+1);if($i~/"p99_us"/)p9=$(i+1);if($i~/"errors_status"/)s=$(i+1)}} END {printf "%8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  non-2xx %d", r/(d/1e6), p5/1000, p9/1000, s}' "$out")"
       done
     done
@@ -201,7 +220,7 @@ if [[ " $STEPS " == *" proxy "* ]]; then
   sleep 2
   printf '{"gateway_start_mib":%s,"nginx_start_mib":%s,"upstream_start_mib":%s,"gateway_after_mib":%s,"nginx_after_mib":%s,"upstream_after_mib":%s}\n' \
     "$GW_START" "$NGINX_START" "$UP_START" "$(rss_mib "$PROXY_GW_PID")" "$(rss_mib $(nginx_pids))" "$(rss_mib "$UPSTREAM_PID")" >"$RESULTS/idle.json"
-  stop "$PROXY_GW_PID" "$UPSTREAM_PID"
+  stop "$PROXY_GW_PID" "$PROXY_GW1_PID" "$UPSTREAM_PID"
   stop_nginx
 fi
 
@@ -224,6 +243,17 @@ if [[ " $STEPS " == *" sse "* ]]; then
   sleep 1
   "$BIN/vx11-bench" sse "${sse_args[@]}" --backend-pid "$BACKEND_PID" --streams "$SSE_STREAMS" \
     --tokens-file "$FIX/tokens.txt" --broadcasts 5 --out "$RESULTS/sse.json" 2>&1 | tee "$LOGS/sse.log" >&2
+  stop "${PIDS[@]}"
+
+  step "sse baseline: the same streams straight to a fresh operator backend (no gateway)"
+  VX11_OPERATOR_BACKEND_ADDR=$BACKEND VX11_TOKENS_DIR=$FIX/tokens VX11_METRICS_ADDR=127.0.0.1:$NEXT_METRICS \
+    RUST_LOG=info "$BIN/vx11-operator-backend" >"$LOGS/backend-direct.log" 2>&1 &
+  BACKEND_PID=$!
+  PIDS+=("$BACKEND_PID")
+  wait_http "http://$BACKEND/ready"
+  sleep 1
+  "$BIN/vx11-bench" sse --gateway "$BACKEND" --backend-pid "$BACKEND_PID" --streams "$SSE_STREAMS" \
+    --tokens-file "$FIX/tokens.txt" --broadcasts 5 --out "$RESULTS/sse-direct.json" 2>&1 | tee "$LOGS/sse-direct.log" >&2
   stop "${PIDS[@]}"
 fi
 
@@ -248,17 +278,24 @@ if [[ " $STEPS " == *" reload "* ]]; then
   stop "${PIDS[@]}"
 fi
 
-# --- controller (hook) -------------------------------------------------------------------
+# --- controller ---------------------------------------------------------------------------
 if [[ " $STEPS " == *" controller "* ]]; then
-  step "controller"
-  # The controller's figures are the controller's to measure. When controller/bench.sh
-  # exists, it is run here and whatever it prints (Markdown) goes into the table.
-  if [[ -x "$ROOT/controller/bench.sh" || -f "$ROOT/controller/bench.sh" ]]; then
-    timeout 900 bash "$ROOT/controller/bench.sh" >"$RESULTS/controller.txt" 2>"$LOGS/controller.log" ||
-      echo "(controller/bench.sh failed; see $LOGS/controller.log)" >"$RESULTS/controller.txt"
+  # The controller's own measurements (controller/tests/control_plane/bench.rs, on a local
+  # etcd + kube-apiserver): spec change → service Secret, 1 000 sets from a cold start, RSS.
+  # Its `BENCH …` lines go into the table. Set BENCH_CONTROLLER_CMD to run something else.
+  step "controller: the controller's benchmark on the local control plane (bounded: 20 min)"
+  CONTROLLER_CMD=${BENCH_CONTROLLER_CMD:-"cargo build --release --locked -p vx11-controller && VX11_CONTROLLER_BIN=$BIN/vx11-controller cargo test --locked -p vx11-controller --test control_plane bench -- --ignored --nocapture"}
+  if [[ -f "$ROOT/controller/tests/control_plane/bench.rs" || -n ${BENCH_CONTROLLER_CMD:-} ]]; then
+    info "$CONTROLLER_CMD"
+    if (cd "$ROOT" && timeout 1200 bash -c "$CONTROLLER_CMD") >"$LOGS/controller.log" 2>&1; then
+      grep -o 'BENCH .*' "$LOGS/controller.log" | sed 's/^BENCH /- /' >"$RESULTS/controller.txt" || true
+      [[ -s "$RESULTS/controller.txt" ]] || echo "(the controller benchmark printed no BENCH lines; see $LOGS/controller.log)" >"$RESULTS/controller.txt"
+    else
+      echo "(the controller benchmark failed or timed out; see $LOGS/controller.log)" >"$RESULTS/controller.txt"
+    fi
+    sed 's/^/    /' "$RESULTS/controller.txt" >&2
   else
-    echo "(hook: no controller benchmark yet — when \`controller/bench.sh\` exists, bench/run.sh runs it and puts its output here)" >"$RESULTS/controller.txt"
-    info "no controller/bench.sh yet; hook left in place"
+    echo "(hook: no controller benchmark found — set BENCH_CONTROLLER_CMD)" >"$RESULTS/controller.txt"
   fi
 fi
 

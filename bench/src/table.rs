@@ -15,7 +15,7 @@ pub struct Args {
     results: PathBuf,
 }
 
-const TARGETS: [&str; 3] = ["direct", "nginx", "gateway"];
+const TARGETS: [&str; 4] = ["direct", "nginx", "gateway", "gateway-1w"];
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut out = String::new();
@@ -39,6 +39,8 @@ struct Runs {
     rps: Vec<f64>,
     p50_ms: Vec<f64>,
     p99_ms: Vec<f64>,
+    /// CPU time of the target's processes per request, in µs.
+    cpu_us: Vec<f64>,
     errors: u64,
     non_2xx: u64,
 }
@@ -65,8 +67,11 @@ fn proxy_table(out: &mut String, dir: &Path) -> anyhow::Result<()> {
         if !order.contains(&case) {
             order.push(case);
         }
-        runs.rps
-            .push(wrk["requests"].as_f64().unwrap_or(f64::NAN) / seconds);
+        let requests = wrk["requests"].as_f64().unwrap_or(f64::NAN);
+        runs.rps.push(requests / seconds);
+        if let Some(cpu) = row["cpu_s"].as_f64() {
+            runs.cpu_us.push(cpu * 1e6 / requests);
+        }
         runs.p50_ms
             .push(wrk["p50_us"].as_f64().unwrap_or(f64::NAN) / 1000.0);
         runs.p99_ms
@@ -88,13 +93,13 @@ fn proxy_table(out: &mut String, dir: &Path) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "Median of the rounds (min–max in brackets). gateway/nginx: requests/s ratio (target ≥ 1.0) and p99 ratio (target ≤ 1.0).\n"
+        "Median of the rounds (min–max in brackets). CPU µs/request: user + system time of the target's processes (nginx: master and workers; direct: the upstream) over the run, per request answered. gateway/nginx: requests/s ratio (target ≥ 1.0) and p99 ratio (target ≤ 1.0).\n"
     )?;
     writeln!(
         out,
-        "| case | target | rounds | requests/s | p50 ms | p99 ms | socket errors | non-2xx |"
+        "| case | target | rounds | requests/s | p50 ms | p99 ms | target CPU µs/request | socket errors | non-2xx |"
     )?;
-    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|")?;
     let mut ratios = Vec::new();
     for case in &order {
         let targets = &cases[case];
@@ -104,27 +109,30 @@ fn proxy_table(out: &mut String, dir: &Path) -> anyhow::Result<()> {
             };
             writeln!(
                 out,
-                "| {case} | {target} | {} | {} | {} | {} | {} | {} |",
+                "| {case} | {target} | {} | {} | {} | {} | {} | {} | {} |",
                 runs.rps.len(),
                 spread(&runs.rps, 0),
                 spread(&runs.p50_ms, 2),
                 spread(&runs.p99_ms, 2),
+                spread(&runs.cpu_us, 0),
                 runs.errors,
                 runs.non_2xx
             )?;
         }
-        if let (Some(g), Some(n)) = (targets.get("gateway"), targets.get("nginx")) {
-            ratios.push((
-                case.clone(),
-                median(&g.rps) / median(&n.rps),
-                median(&g.p99_ms) / median(&n.p99_ms),
-            ));
+        for gateway in ["gateway", "gateway-1w"] {
+            if let (Some(g), Some(n)) = (targets.get(gateway), targets.get("nginx")) {
+                ratios.push((
+                    format!("{case}, {gateway}"),
+                    median(&g.rps) / median(&n.rps),
+                    median(&g.p99_ms) / median(&n.p99_ms),
+                ));
+            }
         }
     }
     writeln!(out)?;
     writeln!(
         out,
-        "| case | gateway/nginx requests/s (≥ 1.0) | gateway/nginx p99 (≤ 1.0) |"
+        "| case, gateway | gateway/nginx requests/s (≥ 1.0) | gateway/nginx p99 (≤ 1.0) |"
     )?;
     writeln!(out, "|---|---:|---:|")?;
     for (case, rps, p99) in ratios {
@@ -169,81 +177,103 @@ fn sse_lines(out: &mut String, dir: &Path) {
         let _ = writeln!(out, "### SSE\n\n(not run)\n");
         return;
     };
-    let opened = sse["opened"].as_f64().unwrap_or(0.0);
-    let mem = &sse["memory"];
-    let per_stream = |who: &str| -> String {
-        let idle = mem["idle"][format!("{who}_rss_mib")].as_f64();
-        let open = mem["open"][format!("{who}_rss_mib")].as_f64();
-        match (idle, open) {
-            (Some(i), Some(o)) if opened > 0.0 => {
-                format!("{:.1} KiB", (o - i) * 1024.0 / opened)
-            }
-            _ => "-".into(),
-        }
-    };
-    let gateway_open = mem["open"]["gateway_rss_mib"].as_f64().unwrap_or(f64::NAN);
+    let direct = read_json(&dir.join("sse-direct.json")).unwrap_or(Value::Null);
+    let gateway_open = sse["memory"]["open"]["gateway_rss_mib"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
     let p99 = sse["delay_p99_ms"].as_f64().unwrap_or(f64::NAN);
     let _ = writeln!(
         out,
-        "### SSE: {} streams through {} gateway process(es) to one operator backend\n",
-        sse["opened"], sse["gateways"]
-    );
-    let _ = writeln!(out, "| figure | value |");
-    let _ = writeln!(out, "|---|---:|");
-    let _ = writeln!(
-        out,
-        "| streams open / asked / failed | {} / {} / {} |",
-        sse["opened"], sse["streams"], sse["failed"]
+        "### SSE: {} streams with `?token=` to one operator backend\n",
+        sse["streams"]
     );
     let _ = writeln!(
         out,
-        "| time to open them all | {} s |",
-        num(&sse["open_secs"], 2)
+        "| figure | through {} gateway process(es) | straight to the backend (baseline) |",
+        sse["gateways"]
     );
+    let _ = writeln!(out, "|---|---:|---:|");
+    let row = |out: &mut String, name: &str, f: &dyn Fn(&Value) -> String| {
+        let _ = writeln!(out, "| {name} | {} | {} |", f(&sse), f(&direct));
+    };
+    row(out, "streams open / asked / failed", &|v| {
+        if v.is_null() {
+            "-".into()
+        } else {
+            format!("{} / {} / {}", v["opened"], v["streams"], v["failed"])
+        }
+    });
+    row(out, "time to open them all", &|v| {
+        format!("{} s", num(&v["open_secs"], 2))
+    });
+    row(
+        out,
+        "gateway RSS, all gateway processes: idle → all open → closed (MiB)",
+        &|v| mem_path(v, "gateway"),
+    );
+    row(out, "gateway RSS per stream", &|v| per_stream(v, "gateway"));
+    row(
+        out,
+        "backend RSS: idle → all open → closed (MiB)",
+        &|v| mem_path(v, "backend"),
+    );
+    row(out, "backend RSS per stream", &|v| per_stream(v, "backend"));
+    row(
+        out,
+        "file descriptors, all open: gateway(s) / backend",
+        &|v| {
+            format!(
+                "{} / {}",
+                v["memory"]["open"]["gateway_fds"], v["memory"]["open"]["backend_fds"]
+            )
+        },
+    );
+    row(out, "broadcast events delivered / expected", &|v| {
+        format!("{} / {}", v["delivered"], v["expected"])
+    });
+    row(out, "broadcast delay p50 / p99 / max (ms)", &|v| {
+        format!(
+            "{} / {} / {}",
+            num(&v["delay_p50_ms"], 1),
+            num(&v["delay_p99_ms"], 1),
+            num(&v["delay_max_ms"], 1)
+        )
+    });
+    let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| gateway RSS: idle → all open → closed (MiB, all gateway processes) | {} → {} → {} {} |",
-        num(&mem["idle"]["gateway_rss_mib"], 1),
-        num(&mem["open"]["gateway_rss_mib"], 1),
-        num(&mem["closed"]["gateway_rss_mib"], 1),
-        verdict(gateway_open < 200.0)
-    );
-    let _ = writeln!(
-        out,
-        "| gateway RSS per stream | {} |",
-        per_stream("gateway")
-    );
-    let _ = writeln!(
-        out,
-        "| backend RSS: idle → all open → closed (MiB) | {} → {} → {} |",
-        num(&mem["idle"]["backend_rss_mib"], 1),
-        num(&mem["open"]["backend_rss_mib"], 1),
-        num(&mem["closed"]["backend_rss_mib"], 1)
-    );
-    let _ = writeln!(
-        out,
-        "| backend RSS per stream | {} |",
-        per_stream("backend")
-    );
-    let _ = writeln!(
-        out,
-        "| gateway / backend file descriptors, all open | {} / {} |",
-        mem["open"]["gateway_fds"], mem["open"]["backend_fds"]
-    );
-    let _ = writeln!(
-        out,
-        "| broadcast delay to every stream, {} events: delivered / expected | {} / {} |",
-        sse["broadcasts"], sse["delivered"], sse["expected"]
-    );
-    let _ = writeln!(
-        out,
-        "| broadcast delay p50 / p99 / max | {} / {} / {} ms {} |",
-        num(&sse["delay_p50_ms"], 1),
-        num(&sse["delay_p99_ms"], 1),
-        num(&sse["delay_max_ms"], 1),
+        "Targets: gateway RSS with all streams open < 200 MiB: {:.0} MiB {}; broadcast p99 < 250 ms: {:.0} ms {}.\n",
+        gateway_open,
+        verdict(gateway_open < 200.0),
+        p99,
         verdict(p99 < 250.0)
     );
-    let _ = writeln!(out);
+}
+
+fn mem_path(run: &Value, who: &str) -> String {
+    let m = &run["memory"];
+    let key = format!("{who}_rss_mib");
+    if m["open"][&key].as_f64().is_none_or(|v| v == 0.0) {
+        return "-".into();
+    }
+    format!(
+        "{} → {} → {}",
+        num(&m["idle"][&key], 1),
+        num(&m["open"][&key], 1),
+        num(&m["closed"][&key], 1)
+    )
+}
+
+fn per_stream(run: &Value, who: &str) -> String {
+    let m = &run["memory"];
+    let key = format!("{who}_rss_mib");
+    let opened = run["opened"].as_f64().unwrap_or(0.0);
+    match (m["idle"][&key].as_f64(), m["open"][&key].as_f64()) {
+        (Some(i), Some(o)) if opened > 0.0 && o > 0.0 => {
+            format!("{:.1} KiB", (o - i) * 1024.0 / opened)
+        }
+        _ => "-".into(),
+    }
 }
 
 fn reload_lines(out: &mut String, dir: &Path) {

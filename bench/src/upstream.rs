@@ -15,7 +15,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 
 const BODY: &[u8] = br#"{"status":"ok","service":"vx11-bench-upstream"}"#;
 
@@ -34,9 +34,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.addr.ip().is_loopback(),
         "the bench upstream serves on loopback only"
     );
-    let listener = TcpListener::bind(args.addr)
-        .await
-        .with_context(|| format!("binding {}", args.addr))?;
+    // A deep backlog, like nginx's `listen … backlog=4096`, so a burst of new connections
+    // from a proxy's pool never waits on a SYN retry.
+    let listener = (|| {
+        let socket = TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(args.addr)?;
+        socket.listen(4096)
+    })()
+    .with_context(|| format!("binding {}", args.addr))?;
     let serve = async {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
