@@ -122,3 +122,64 @@ async fn bench_spec_change_latency_and_cold_start() {
         rss_kib(controller.child.id()) / 1024
     );
 }
+
+/// Idle over minutes, across the watches' relists (kube's watch timeout is under 5 minutes):
+/// no write to the Secrets or the set. `VX11_IDLE_SECS` sets the length (default 360).
+#[tokio::test]
+#[ignore = "takes minutes"]
+async fn idle_for_minutes_causes_no_writes() {
+    let cluster = Cluster::start(&[NS]).await;
+    let sets = cluster.sets(NS);
+    let secrets = cluster.secrets(NS);
+    let controller = cluster.controller("idle", &[]);
+    put_user_secret(&secrets, "user", "token", "user-token-0123456789ab").await;
+    let mut spec = set("idle", &["a"]);
+    spec.spec.rotation =
+        serde_json::from_value(json!({"every": "24h", "gracePeriod": "10m"})).unwrap();
+    spec.spec.tokens.push(
+        serde_json::from_value(json!({"name": "u", "secretRef": {"name": "user", "key": "token"}}))
+            .unwrap(),
+    );
+    sets.create(&PostParams::default(), &spec).await.unwrap();
+    let versions = || async {
+        (
+            get_secret(&secrets, "idle-svc")
+                .await
+                .map(|s| resource_version(&s)),
+            get_secret(&secrets, "idle-client")
+                .await
+                .map(|s| resource_version(&s)),
+            sets.get("idle")
+                .await
+                .map(|s| s.metadata.resource_version)
+                .map_err(|e| e.to_string()),
+        )
+    };
+    eventually("Ready", SETTLE, || async {
+        let status = sets.get("idle").await.map_err(|e| e.to_string())?.status;
+        if status.is_some_and(|s| s.conditions.iter().any(|c| c.status == "True")) {
+            Ok(())
+        } else {
+            Err("not yet".to_owned())
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = versions().await;
+    let seconds: u64 = std::env::var("VX11_IDLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(360);
+    let until = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < until {
+        assert_eq!(
+            versions().await,
+            idle,
+            "a write while idle:\n{}",
+            controller.logs()
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    eprintln!("BENCH idle for {seconds}s: resourceVersions unchanged");
+}
