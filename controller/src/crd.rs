@@ -38,7 +38,8 @@ pub const DEFAULT_GRACE_PERIOD: &str = "10m";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Tokens","type":"integer","jsonPath":".status.tokenCount"}"#,
     printcolumn = r#"{"name":"Generation","type":"integer","jsonPath":".status.generation"}"#,
-    printcolumn = r#"{"name":"Next rotation","type":"date","jsonPath":".status.nextRotationTime"}"#,
+    // A string, not a date: kubectl prints a future date column as <invalid>.
+    printcolumn = r#"{"name":"Next rotation","type":"string","jsonPath":".status.nextRotationTime","description":"When the generated tokens rotate next (RFC 3339)"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self.secretName != self.clientSecretName").message("secretName and clientSecretName must name different Secrets"))]
