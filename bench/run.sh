@@ -284,7 +284,9 @@ if [[ " $STEPS " == *" controller "* ]]; then
   # etcd + kube-apiserver): spec change → service Secret, 1 000 sets from a cold start, RSS.
   # Its `BENCH …` lines go into the table. Set BENCH_CONTROLLER_CMD to run something else.
   step "controller: the controller's benchmark on the local control plane (bounded: 20 min)"
-  CONTROLLER_CMD=${BENCH_CONTROLLER_CMD:-"cargo build --release --locked -p vx11-controller && VX11_CONTROLLER_BIN=$BIN/vx11-controller cargo test --locked -p vx11-controller --test control_plane bench -- --ignored --nocapture"}
+  # One test at a time, so the measurements do not share the CPU; the idle check (6 min by
+  # default) is shortened to 30 s.
+  CONTROLLER_CMD=${BENCH_CONTROLLER_CMD:-"cargo build --release --locked -p vx11-controller && VX11_IDLE_SECS=30 VX11_CONTROLLER_BIN=$BIN/vx11-controller cargo test --locked -p vx11-controller --test control_plane bench -- --ignored --nocapture --test-threads=1"}
   if [[ -f "$ROOT/controller/tests/control_plane/bench.rs" || -n ${BENCH_CONTROLLER_CMD:-} ]]; then
     info "$CONTROLLER_CMD"
     if (cd "$ROOT" && timeout 1200 bash -c "$CONTROLLER_CMD") >"$LOGS/controller.log" 2>&1; then
