@@ -1,44 +1,11 @@
 //! Modules and the policy mode that switches them on or off.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use crate::upstream::Upstream;
 
-/// The operator module, always routed to `VX11_OPERATOR_BACKEND_URL`.
-pub const OPERATOR: &str = "operator";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-#[value(rename_all = "snake_case")]
-pub enum PolicyMode {
-    /// Only `operator` and `madre` are on.
-    SoloMadre,
-    /// Every configured module is on.
-    Full,
-}
-
-impl PolicyMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PolicyMode::SoloMadre => "solo_madre",
-            PolicyMode::Full => "full",
-        }
-    }
-
-    pub fn allows(self, module: &str) -> bool {
-        match self {
-            PolicyMode::Full => true,
-            PolicyMode::SoloMadre => module == OPERATOR || module == "madre",
-        }
-    }
-}
-
-impl fmt::Display for PolicyMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use vx11_tokenset::service::{OPERATOR_MODULE as OPERATOR, PolicyMode};
 
 /// A routed module.
 #[derive(Debug)]

@@ -1,12 +1,11 @@
 //! The backend's settings: each one a flag and an environment variable of the same name,
 //! checked into a [`Config`] that tests build from a plain map.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser};
 use vx11_tokenset::{LegacyTokenError, LegacyTokens};
 
 /// vx11-operator-backend: health, chat and the operator event stream (SSE). Internal: only
@@ -68,29 +67,7 @@ pub struct Args {
 }
 
 /// `VX11_POLICY_MODE`. The backend only reports it; the gateway enforces it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[value(rename_all = "snake_case")]
-pub enum PolicyMode {
-    /// Every module off but `operator` and `madre`.
-    SoloMadre,
-    /// Every configured module on.
-    Full,
-}
-
-impl PolicyMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PolicyMode::SoloMadre => "solo_madre",
-            PolicyMode::Full => "full",
-        }
-    }
-}
-
-impl fmt::Display for PolicyMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use vx11_tokenset::service::PolicyMode;
 
 /// Checked settings.
 #[derive(Debug, Clone)]

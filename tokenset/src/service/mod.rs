@@ -8,6 +8,7 @@ mod auth;
 mod drain;
 mod health;
 mod metrics;
+mod policy;
 mod serve;
 mod telemetry;
 
@@ -17,5 +18,6 @@ pub use auth::{Authenticated, authenticate};
 pub use drain::{DRAIN_BYTES, DRAIN_TIME, drain_refused_body};
 pub use health::health_routes;
 pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
+pub use policy::{OPERATOR_MODULE, PolicyMode};
 pub use serve::{Shutdown, serve_until_shutdown};
 pub use telemetry::{LogFilterError, init_json_logs, init_json_logs_with_filter};
