@@ -119,7 +119,10 @@ impl Cluster {
             .service_account_token(RELEASE_NS, SA, Duration::from_secs(3600))
             .await
             .expect("token for the controller's ServiceAccount");
-        write_token_kubeconfig(cluster.cp.kubeconfig_path(), &cluster.sa_kubeconfig, &token);
+        cluster
+            .cp
+            .write_token_kubeconfig(&token, &cluster.sa_kubeconfig)
+            .expect("write the controller's kubeconfig");
         cluster
     }
 
@@ -186,14 +189,6 @@ pub async fn create_namespace(client: &Client, name: &str) {
         .create(&PostParams::default(), &namespace)
         .await
         .expect("create namespace");
-}
-
-fn write_token_kubeconfig(admin: &Path, out: &Path, token: &str) {
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(admin).unwrap())
-        .expect("admin kubeconfig is JSON");
-    config["users"] = json!([{"name": SA, "user": {"token": token}}]);
-    config["contexts"][0]["context"]["user"] = json!(SA);
-    std::fs::write(out, serde_json::to_string_pretty(&config).unwrap()).unwrap();
 }
 
 /// The real `vx11-controller`, its stderr (JSON logs) in a file.
