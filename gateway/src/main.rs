@@ -3,12 +3,11 @@ use std::sync::Arc;
 
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use tokio::net::{TcpListener, TcpSocket};
 use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::{Gateway, app};
 use vx11_tokenset::service::{
-    Shutdown, init_json_logs_with_filter, serve_metrics, serve_until_shutdown,
+    Shutdown, bind_listener, init_json_logs_with_filter, serve_metrics, serve_until_shutdown,
 };
 use vx11_tokenset::{LegacyTokens, TokenWatcher, WatchConfig};
 
@@ -48,8 +47,8 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
     let watcher = TokenWatcher::start(watch, legacy)?;
     let store = watcher.store().clone();
 
-    let listener = bind(config.addr, "VX11_GATEWAY_ADDR").await?;
-    let metrics_listener = bind(config.metrics_addr, "VX11_METRICS_ADDR").await?;
+    let listener = bind_listener(config.addr, "VX11_GATEWAY_ADDR")?;
+    let metrics_listener = bind_listener(config.metrics_addr, "VX11_METRICS_ADDR")?;
     let mut registry = Registry::default();
     let metrics = GatewayMetrics::register(&mut registry, store.clone());
     let shutdown = Shutdown::new();
@@ -75,28 +74,4 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
     tracing::info!("vx11-gateway stopped");
     drop(watcher);
     Ok(())
-}
-
-/// Pending connections the kernel queues for us. `TcpListener::bind` asks for std's 128: a
-/// burst of new connections beyond that (EventSource clients reconnecting after a restart)
-/// has SYNs dropped and retried only after 1 s. The kernel caps it at `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 4096;
-
-async fn bind(addr: std::net::SocketAddr, setting: &str) -> std::io::Result<TcpListener> {
-    let listen = || {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(LISTEN_BACKLOG)
-    };
-    listen().map_err(|error: std::io::Error| {
-        std::io::Error::new(
-            error.kind(),
-            format!("cannot listen on {addr} ({setting}): {error}"),
-        )
-    })
 }

@@ -1,9 +1,6 @@
 //! The process: token reload, the two listeners, `tokens` events, and shutdown on SIGTERM.
 
-use std::net::SocketAddr;
-
-use tokio::net::TcpListener;
-use vx11_tokenset::service::{Shutdown, serve_metrics, serve_until_shutdown};
+use vx11_tokenset::service::{Shutdown, bind_listener, serve_metrics, serve_until_shutdown};
 use vx11_tokenset::{TokenWatcher, WatchConfig};
 
 use crate::config::Config;
@@ -18,8 +15,8 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let watcher = TokenWatcher::start(watch, config.legacy.clone())?;
     let store = watcher.store().clone();
 
-    let listener = bind(config.addr, "VX11_OPERATOR_BACKEND_ADDR").await?;
-    let metrics_listener = bind(config.metrics_addr, "VX11_METRICS_ADDR").await?;
+    let listener = bind_listener(config.addr, "VX11_OPERATOR_BACKEND_ADDR")?;
+    let metrics_listener = bind_listener(config.metrics_addr, "VX11_METRICS_ADDR")?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let state = AppState::new(
@@ -51,13 +48,4 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     tracing::info!("vx11-operator-backend stopped");
     drop(watcher);
     Ok(())
-}
-
-async fn bind(addr: SocketAddr, setting: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|error| {
-        std::io::Error::new(
-            error.kind(),
-            format!("cannot listen on {addr} ({setting}): {error}"),
-        )
-    })
 }

@@ -8,6 +8,33 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// Pending connections the kernel queues for a listener. `TcpListener::bind` asks for std's
+/// 128: a burst of new connections beyond that (EventSource clients reconnecting after a
+/// restart) has SYNs dropped and retried only after 1 s. The kernel caps it at
+/// `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `addr` with [`LISTEN_BACKLOG`]; the error names the address and the setting
+/// it came from.
+pub fn bind_listener(addr: std::net::SocketAddr, setting: &str) -> std::io::Result<TcpListener> {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|error: std::io::Error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("cannot listen on {addr} ({setting}): {error}"),
+        )
+    })
+}
+
 /// Cancelled on SIGTERM or SIGINT. Streams watch it to end themselves.
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown(CancellationToken);
