@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: run test lint controlplane unit manifests image kind-up
+.PHONY: run test lint controlplane unit manifests image kind-up bench
 
 ## run: vx11 on a local control plane (or `make run ARGS=--kind` for kind), until Ctrl-C
 run: controlplane
@@ -36,3 +36,7 @@ image:
 ## kind-up: create a kind cluster from kind-config.yaml, load the image, helm install
 kind-up:
 	bash tests/kind/up.sh
+
+## bench: gateway vs nginx vs direct, 10 000 SSE streams, reload under load, controller figures (~13 min, loopback only)
+bench:
+	bash bench/run.sh
