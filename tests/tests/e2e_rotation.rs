@@ -79,6 +79,27 @@ async fn status_of(http: &reqwest::Client, url: &str, token: &str) -> (StatusCod
     (status, r.json().await.unwrap_or_default())
 }
 
+/// Waits until `token` gets `expected` from `url`, and returns its body.
+async fn answers_eventually(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    expected: StatusCode,
+    what: &str,
+    limit: Duration,
+) -> Value {
+    eventually(what, limit, || async move {
+        let (status, body) = status_of(http, url, token).await;
+        if status == expected {
+            Ok(body)
+        } else {
+            Err(format!("{status}"))
+        }
+    })
+    .await
+    .unwrap()
+}
+
 async fn put_user_secret(secrets: &Api<Secret>, value: &str) {
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -266,23 +287,15 @@ async fn rotation_under_load_revocation_and_a_user_token() {
     );
 
     // After the grace period the old value is refused.
-    let refused = eventually(
+    let refused = answers_eventually(
+        &http,
+        &health,
+        &old,
+        StatusCode::UNAUTHORIZED,
         "the old value refused",
         Duration::from_secs(GRACE_SECS + 30),
-        || {
-            let (http, health, old) = (&http, &health, &old);
-            async move {
-                let (status, body) = status_of(http, health, old).await;
-                if status == StatusCode::UNAUTHORIZED {
-                    Ok(body)
-                } else {
-                    Err(format!("{status}"))
-                }
-            }
-        },
     )
-    .await
-    .unwrap();
+    .await;
     assert!(matches!(
         refused["error"].as_str(),
         Some("expired_token" | "invalid_token")
@@ -334,23 +347,15 @@ async fn rotation_under_load_revocation_and_a_user_token() {
     let ci_v2 = "ci-user-supplied-token-value-0002";
     seen_values.insert(ci_v2.to_string());
     put_user_secret(&secrets, ci_v2).await;
-    eventually(
+    answers_eventually(
+        &http,
+        &health,
+        ci_v2,
+        StatusCode::OK,
         "the new user value accepted",
         Duration::from_secs(30),
-        || {
-            let (http, health) = (&http, &health);
-            async move {
-                let (status, _) = status_of(http, health, ci_v2).await;
-                if status == StatusCode::OK {
-                    Ok(())
-                } else {
-                    Err(format!("{status}"))
-                }
-            }
-        },
     )
-    .await
-    .unwrap();
+    .await;
 
     // Revocation: removing `ci` from the spec refuses its values once projected.
     let patch = json!({"spec": {"tokens": [{"name": "operator", "generate": {"bytes": 32}}]}});
@@ -374,19 +379,15 @@ async fn rotation_under_load_revocation_and_a_user_token() {
         String::from_utf8_lossy(&out.stderr)
     );
     for value in [ci_v1, ci_v2] {
-        eventually("the revoked value refused", Duration::from_secs(30), || {
-            let (http, health) = (&http, &health);
-            async move {
-                let (status, _) = status_of(http, health, value).await;
-                if status == StatusCode::UNAUTHORIZED {
-                    Ok(())
-                } else {
-                    Err(format!("{status}"))
-                }
-            }
-        })
-        .await
-        .unwrap();
+        answers_eventually(
+            &http,
+            &health,
+            value,
+            StatusCode::UNAUTHORIZED,
+            "the revoked value refused",
+            Duration::from_secs(30),
+        )
+        .await;
     }
     assert_eq!(status_of(&http, &health, &new).await.0, StatusCode::OK);
 
