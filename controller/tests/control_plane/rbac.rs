@@ -148,9 +148,16 @@ async fn without_any_one_rule_the_controller_names_what_is_missing() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", scoped.logs()));
+    let expected = [
+        "vx11_controller_reconciles_total",
+        "vx11_controller_reconcile_duration_seconds_bucket",
+        "vx11_controller_tokens{",
+        "vx11_controller_leader 1",
+    ];
+    // Leadership and the first reconcile land a moment apart: wait for all of them.
     let metrics = vx11_tests::eventually("metrics", SETTLE, || async {
         let text = scoped.http_get("/metrics").await?;
-        if text.contains("vx11_controller_reconciles_total") {
+        if expected.iter().all(|name| text.contains(name)) {
             Ok(text)
         } else {
             Err("not yet".to_owned())
@@ -158,11 +165,7 @@ async fn without_any_one_rule_the_controller_names_what_is_missing() {
     })
     .await
     .unwrap();
-    for name in [
-        "vx11_controller_reconcile_duration_seconds_bucket",
-        "vx11_controller_tokens{",
-        "vx11_controller_leader 1",
-    ] {
+    for name in expected {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
     assert!(
