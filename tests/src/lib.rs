@@ -25,6 +25,7 @@ pub mod devcluster;
 mod eventually;
 mod kubelet;
 pub mod local;
+mod objects;
 mod pki;
 mod process;
 pub mod services;
@@ -35,6 +36,7 @@ pub use binaries::{BIN_DIR_ENV, BUILD_SCRIPT, Binaries};
 pub use controlplane::{ControlPlane, ControlPlaneBuilder, DEFAULT_CONTROLLERS, KEEP_ENV};
 pub use eventually::{Timeout, eventually};
 pub use kubelet::{KubeletProjector, ProjectorStatus};
+pub use objects::{crd_established, create_namespace};
 pub use pki::ADMIN_USER;
 
 /// Why a control plane could not be started or used.

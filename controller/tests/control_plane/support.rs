@@ -7,14 +7,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use vx11_controller::Vx11TokenSet;
-use vx11_tests::{ControlPlane, eventually};
+use vx11_tests::ControlPlane;
 use vx11_tokenset::{TOKEN_FILE_NAME, TokenFile};
 
 /// How long something the controller or the API server brings about may take.
@@ -82,31 +82,13 @@ impl Cluster {
         crds.create(&PostParams::default(), &Vx11TokenSet::crd())
             .await
             .expect("create CRD");
-        let for_wait = crds.clone();
-        eventually("CRD established", SETTLE, || {
-            let crds = for_wait.clone();
-            async move {
-                let crd = crds
-                    .get("vx11tokensets.vx11.dev")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let established = crd
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                if established {
-                    Ok(())
-                } else {
-                    Err("not yet".to_owned())
-                }
-            }
-        })
-        .await
-        .expect("CRD established");
+        vx11_tests::crd_established(&admin, "vx11tokensets.vx11.dev", SETTLE)
+            .await
+            .expect("CRD established");
         for ns in std::iter::once(RELEASE_NS).chain(namespaces.iter().copied()) {
-            create_namespace(&admin, ns).await;
+            vx11_tests::create_namespace(&admin, ns)
+                .await
+                .expect("create namespace");
         }
         let cluster = Self {
             sa_kubeconfig: cp.dir().join("controller-kubeconfig.json"),
@@ -174,21 +156,6 @@ impl Cluster {
         let list = api.list(&ListParams::default()).await.expect("list events");
         list.items.into_iter().filter_map(|e| e.reason).collect()
     }
-}
-
-pub async fn create_namespace(client: &Client, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("create namespace");
 }
 
 /// The real `vx11-controller`, its stderr (JSON logs) in a file.

@@ -6,7 +6,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::json;
 use vx11_tests::{ControlPlane, eventually};
 
-use crate::support::{SETTLE, api_status, create_namespace};
+use crate::support::{SETTLE, api_status};
 
 fn widget_crd() -> CustomResourceDefinition {
     serde_json::from_value(json!({
@@ -56,31 +56,17 @@ fn widget(name: &str, min: i64, max: i64) -> DynamicObject {
 async fn cel_rule_refuses_invalid_objects_and_admits_valid_ones() {
     let cp = ControlPlane::start().await.expect("control plane");
     let client = cp.client().unwrap();
-    create_namespace(&client, "cel").await;
+    vx11_tests::create_namespace(&client, "cel")
+        .await
+        .expect("create namespace");
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &widget_crd())
         .await
         .expect("create CRD");
-    eventually("CRD established", SETTLE, || async {
-        let crd = crds
-            .get("widgets.cel.vx11.dev")
-            .await
-            .map_err(|e| e.to_string())?;
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            Ok(())
-        } else {
-            Err("not established yet".to_owned())
-        }
-    })
-    .await
-    .unwrap();
+    vx11_tests::crd_established(&client, "widgets.cel.vx11.dev", SETTLE)
+        .await
+        .expect("CRD established");
 
     let gvk = GroupVersionKind::gvk("cel.vx11.dev", "v1", "Widget");
     let widgets: Api<DynamicObject> =

@@ -7,7 +7,7 @@ use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 use vx11_tests::{ControlPlane, eventually};
 
-use crate::support::{SETTLE, create_namespace};
+use crate::support::SETTLE;
 
 const NS: &str = "gc";
 
@@ -19,7 +19,9 @@ async fn dependents_are_collected_after_their_owner_is_deleted() {
         .await
         .expect("control plane");
     let client = cp.client().unwrap();
-    create_namespace(&client, NS).await;
+    vx11_tests::create_namespace(&client, NS)
+        .await
+        .expect("create namespace");
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
 
     let owner = configmaps

@@ -17,7 +17,7 @@ use vx11_tokenset::{
     WatchConfig,
 };
 
-use crate::support::{SETTLE, create_namespace};
+use crate::support::SETTLE;
 
 const NS: &str = "kubelet";
 const SECRET: &str = "vx11-tokens";
@@ -71,7 +71,9 @@ async fn update_secret(secrets: &Api<Secret>, content: &str) -> String {
 async fn secret_update_is_projected_through_the_data_swap() {
     let cp = ControlPlane::start().await.expect("control plane");
     let client = cp.client().unwrap();
-    create_namespace(&client, NS).await;
+    vx11_tests::create_namespace(&client, NS)
+        .await
+        .expect("create namespace");
     let secrets: Api<Secret> = Api::namespaced(client, NS);
     secrets
         .create(
@@ -143,7 +145,9 @@ async fn secret_update_is_projected_through_the_data_swap() {
 async fn token_watcher_reloads_on_the_projected_update() {
     let cp = ControlPlane::start().await.expect("control plane");
     let client = cp.client().unwrap();
-    create_namespace(&client, NS).await;
+    vx11_tests::create_namespace(&client, NS)
+        .await
+        .expect("create namespace");
     let secrets: Api<Secret> = Api::namespaced(client, NS);
     secrets
         .create(

@@ -9,7 +9,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use vx11_tests::{ControlPlane, eventually};
 
-use crate::support::{SETTLE, api_status, create_namespace};
+use crate::support::{SETTLE, api_status};
 
 const NS: &str = "rbac";
 const SA: &str = "reader";
@@ -25,7 +25,9 @@ async fn list_configmaps(client: &Client) -> Result<usize, kube::Error> {
 async fn service_account_is_refused_until_bound() {
     let cp = ControlPlane::start().await.expect("control plane");
     let admin = cp.client().unwrap();
-    create_namespace(&admin, NS).await;
+    vx11_tests::create_namespace(&admin, NS)
+        .await
+        .expect("create namespace");
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), NS);
     accounts
         .create(

@@ -2,10 +2,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{ObjectMeta, PostParams};
-use kube::{Api, Client};
-
 /// How long a condition that a controller or the API server brings about may take.
 pub const SETTLE: Duration = Duration::from_secs(60);
 
@@ -15,19 +11,4 @@ pub fn api_status<T: std::fmt::Debug>(result: &Result<T, kube::Error>) -> Result
         Err(kube::Error::Api(status)) => Ok(status.code),
         other => Err(format!("expected an API error, got {other:?}")),
     }
-}
-
-pub async fn create_namespace(client: &Client, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("create namespace");
 }
