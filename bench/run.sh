@@ -38,7 +38,7 @@ mkdir -p "$LOGS" "$FIX"
 UPSTREAM=127.0.0.1:$((PORT + 80))
 GATEWAY=127.0.0.1:$((PORT + 0))
 NGINX=127.0.0.1:$((PORT + 1))
-GATEWAY_1W=127.0.0.1:$((PORT + 2)) # the same gateway with TOKIO_WORKER_THREADS=1
+GATEWAY_1W=127.0.0.1:$((PORT + 2)) # the same gateway with VX11_WORKERS=1
 BACKEND=127.0.0.1:$((PORT + 11))
 SSE_GATEWAY_PORT=$((PORT + 100))   # +100, +101, … one per SSE gateway process
 RELOAD_GATEWAY=127.0.0.1:$((PORT + 200))
@@ -171,7 +171,7 @@ if [[ " $STEPS " == *" proxy "* ]]; then
   wait_http "http://$NGINX/health"
   start_gateway gateway "$GATEWAY" "$FIX/tokens" "http://$UPSTREAM"
   PROXY_GW_PID=$GW_PID
-  TOKIO_WORKER_THREADS=1 start_gateway gateway-1w "$GATEWAY_1W" "$FIX/tokens" "http://$UPSTREAM"
+  VX11_WORKERS=1 start_gateway gateway-1w "$GATEWAY_1W" "$FIX/tokens" "http://$UPSTREAM"
   PROXY_GW1_PID=$GW_PID
   sleep 1
   GW_START=$(rss_mib "$PROXY_GW_PID") NGINX_START=$(rss_mib $(nginx_pids)) UP_START=$(rss_mib "$UPSTREAM_PID")

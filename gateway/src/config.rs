@@ -47,8 +47,9 @@ pub struct Args {
     #[arg(long, env = "VX11_TOKENS_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub tokens_poll_interval: Duration,
 
-    /// Give up connecting to a backend after this long (answer 502).
-    #[arg(long, env = "VX11_UPSTREAM_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    /// Give up connecting to a backend after this long (answer 502). Above 1 s, so a SYN
+    /// the kernel dropped and retransmits after 1 s still connects.
+    #[arg(long, env = "VX11_UPSTREAM_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub upstream_connect_timeout: Duration,
 
     /// Give up waiting for a backend's response headers after this long (answer 504).
@@ -67,6 +68,11 @@ pub struct Args {
     /// lines on stderr.
     #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
+
+    /// Worker threads, each a single-threaded runtime accepting on the shared port
+    /// (default: the CPUs this process may use).
+    #[arg(long, env = "VX11_WORKERS")]
+    pub workers: Option<usize>,
 
     /// On SIGTERM, wait this long for in-flight requests before closing connections.
     #[arg(long, env = "VX11_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -88,6 +94,7 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub shutdown_grace: Duration,
     pub log_filter: String,
+    pub workers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +131,13 @@ impl Config {
                 name: "VX11_MAX_BODY_BYTES",
             });
         }
+        if args.workers == Some(0) {
+            return Err(ConfigError::Zero {
+                name: "VX11_WORKERS",
+            });
+        }
         Ok(Self {
+            workers: args.workers.unwrap_or_else(crate::workers::default_count),
             addr: args.addr,
             metrics_addr: args.metrics_addr,
             tokens_dir: args.tokens_dir,
@@ -175,6 +188,8 @@ mod tests {
         assert!(err.contains("solo_madre"), "{err}");
         let err = parse(&["--upstream-timeout", "0s"]).unwrap_err();
         assert!(err.contains("VX11_UPSTREAM_TIMEOUT"), "{err}");
+        let err = parse(&["--workers", "0"]).unwrap_err();
+        assert!(err.contains("VX11_WORKERS"), "{err}");
     }
 
     #[test]
@@ -190,6 +205,7 @@ mod tests {
             "VX11_MODULES",
             "VX11_METRICS_ADDR",
             "RUST_LOG",
+            "VX11_WORKERS",
         ] {
             assert!(help.contains(var), "{var} missing from --help");
         }

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod upstream;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,13 +5,14 @@ use clap::Parser;
 use prometheus_client::registry::Registry;
 use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
+use vx11_gateway::workers::{MakeApp, Workers};
 use vx11_gateway::{Gateway, app};
-use vx11_tokenset::service::{
-    Shutdown, bind_listener, init_json_logs_with_filter, serve_metrics, serve_until_shutdown,
-};
+use vx11_tokenset::service::{Shutdown, bind_listener, init_json_logs_with_filter, serve_metrics};
 use vx11_tokenset::{LegacyTokens, TokenWatcher, WatchConfig};
 
-#[tokio::main]
+/// This runtime only handles signals and `/metrics`; requests are served by the workers'
+/// own runtimes ([`Workers`]).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let config = match Config::from_args(Args::parse()) {
         Ok(config) => config,
@@ -59,6 +60,7 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
         addr = %listener.local_addr()?,
         metrics_addr = %metrics_listener.local_addr()?,
         mode = %config.policy_mode,
+        workers = config.workers,
         modules = ?config.modules.names(),
         tokens = snapshot.set.len(),
         generation = ?snapshot.generation,
@@ -69,9 +71,35 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
         Arc::new(registry),
         shutdown.clone(),
     ));
-    let gateway = Arc::new(Gateway::new(&config, store, metrics, shutdown.clone()));
-    serve_until_shutdown(listener, app(gateway), shutdown, config.shutdown_grace).await?;
+    let listener = listener.into_std()?;
+    let make_app: MakeApp = {
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        Arc::new(move || {
+            app(Arc::new(Gateway::new(
+                &config,
+                store.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )))
+        })
+    };
+    let workers = Workers::start(
+        config.workers,
+        &listener,
+        make_app,
+        &shutdown,
+        config.shutdown_grace,
+    )?;
+    drop(listener);
+    tokio::task::spawn_blocking(move || workers.join())
+        .await
+        .map_err(std::io::Error::other)??;
     tracing::info!("vx11-gateway stopped");
     drop(watcher);
     Ok(())
 }
+
+/// mimalloc: per-thread heaps suit the per-core workers, and memory freed when streams
+/// close goes back to the system (glibc's arenas kept it).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

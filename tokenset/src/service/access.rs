@@ -11,6 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use super::access_line::{AccessLine, access_log_enabled};
 use super::api_error::ErrorCode;
 use super::{Authenticated, authenticate};
 use crate::{TokenStore, redact_uri};
@@ -90,18 +91,18 @@ pub async fn access_log(
             status,
         })
         .inc();
-    let who = response.extensions().get::<Authenticated>();
-    tracing::info!(
-        target: "access",
-        method = %method,
-        uri = %uri,
-        route = %route,
-        status,
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        token = who.map(|a| a.fingerprint.to_string()),
-        token_name = who.map(|a| a.name.to_string()),
-        "request"
-    );
+    if access_log_enabled() {
+        let who = response.extensions().get::<Authenticated>();
+        AccessLine {
+            method: method.as_str(),
+            uri: &uri,
+            route: &route,
+            status,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            token: who.map(|a| (&a.fingerprint, &*a.name)),
+        }
+        .write_to_stderr();
+    }
     response
 }
 

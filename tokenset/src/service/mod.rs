@@ -3,6 +3,7 @@
 //! graceful shutdown on SIGTERM.
 
 mod access;
+mod access_line;
 mod api_error;
 mod auth;
 mod drain;
@@ -13,6 +14,7 @@ mod serve;
 mod telemetry;
 
 pub use access::{HttpMetrics, RouteLabel, access_log, require_token};
+pub use access_line::{AccessLine, access_log_enabled};
 pub use api_error::{ApiError, ErrorCode};
 pub use auth::{Authenticated, authenticate};
 pub use drain::{DRAIN_BYTES, DRAIN_TIME, drain_refused_body};
