@@ -39,6 +39,13 @@ pub struct Args {
     #[arg(long, env = "VX11_MODULES", default_value = "")]
     pub modules: String,
 
+    /// Modules whose event streams (requests with `Accept: text/event-stream`) go to the
+    /// backend over HTTP/2 without TLS (h2c), all of a worker's streams on one connection,
+    /// rather than one HTTP/1.1 connection each; their backends must speak h2c
+    /// (vx11-operator-backend does). Empty: HTTP/1.1 only.
+    #[arg(long, env = "VX11_H2C_STREAMS", default_value = "operator")]
+    pub h2c_streams: String,
+
     /// Address of the Prometheus `/metrics` listener.
     #[arg(long, env = "VX11_METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: SocketAddr,
@@ -103,6 +110,8 @@ pub enum ConfigError {
     OperatorBackendUrl(String),
     #[error("VX11_MODULES: {0}")]
     Modules(String),
+    #[error("VX11_H2C_STREAMS: {0}")]
+    H2cStreams(String),
     #[error("{name} must be more than zero")]
     Zero { name: &'static str },
 }
@@ -112,7 +121,9 @@ impl Config {
         let operator =
             Upstream::parse(&args.operator_backend_url).map_err(ConfigError::OperatorBackendUrl)?;
         let modules = Modules::parse(operator, &args.modules, args.policy_mode)
-            .map_err(ConfigError::Modules)?;
+            .map_err(ConfigError::Modules)?
+            .with_h2c_streams(&args.h2c_streams)
+            .map_err(ConfigError::H2cStreams)?;
         for (name, value) in [
             ("VX11_TOKENS_POLL_INTERVAL", args.tokens_poll_interval),
             (
@@ -172,7 +183,10 @@ mod tests {
         assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:9090");
         assert_eq!(config.tokens_dir, PathBuf::from("/var/run/vx11/tokens"));
         assert_eq!(config.policy_mode, PolicyMode::SoloMadre);
-        assert!(config.modules.get("operator").is_some());
+        assert!(config.modules.get("operator").unwrap().streams_over_h2c);
+        let config = parse(&["--h2c-streams", "", "--modules", "madre=http://m:1"]).unwrap();
+        assert!(!config.modules.get("operator").unwrap().streams_over_h2c);
+        assert!(!config.modules.get("madre").unwrap().streams_over_h2c);
     }
 
     #[test]
@@ -188,6 +202,11 @@ mod tests {
         assert!(err.contains("solo_madre"), "{err}");
         let err = parse(&["--upstream-timeout", "0s"]).unwrap_err();
         assert!(err.contains("VX11_UPSTREAM_TIMEOUT"), "{err}");
+        let err = parse(&["--h2c-streams", "madre"]).unwrap_err();
+        assert!(
+            err.contains("VX11_H2C_STREAMS") && err.contains("`madre` is not a routed module"),
+            "{err}"
+        );
         let err = parse(&["--workers", "0"]).unwrap_err();
         assert!(err.contains("VX11_WORKERS"), "{err}");
     }
@@ -206,6 +225,7 @@ mod tests {
             "VX11_METRICS_ADDR",
             "RUST_LOG",
             "VX11_WORKERS",
+            "VX11_H2C_STREAMS",
         ] {
             assert!(help.contains(var), "{var} missing from --help");
         }

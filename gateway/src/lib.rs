@@ -20,7 +20,7 @@ use axum::response::IntoResponse;
 use axum::routing::any;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use vx11_tokenset::TokenStore;
 use vx11_tokenset::service::{ApiError, Shutdown, access_log, health_routes, require_token};
 
@@ -37,6 +37,8 @@ pub struct Gateway {
     pub modules: Modules,
     pub mode: PolicyMode,
     pub client: UpstreamClient,
+    /// Event streams of modules with `streams_over_h2c`.
+    pub stream_client: UpstreamClient,
     pub upstream_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     pub max_body_bytes: u64,
@@ -57,6 +59,7 @@ impl Gateway {
             modules: config.modules.clone(),
             mode: config.policy_mode,
             client: upstream_client(config.upstream_connect_timeout),
+            stream_client: stream_client(config.upstream_connect_timeout),
             upstream_timeout: config.upstream_timeout,
             upstream_idle_timeout: config.upstream_idle_timeout,
             max_body_bytes: config.max_body_bytes,
@@ -82,6 +85,34 @@ pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(4096)
         .http1_max_buf_size(UPSTREAM_READ_BUFFER)
+        .build(connector)
+}
+
+/// An event stream's receive window at the gateway: what a backend may send ahead of a
+/// client that reads slowly (HTTP/1.1 has the socket buffers for that). hyper's 2 MiB
+/// default would let one stalled client hold 2 MiB here.
+pub const H2C_STREAM_WINDOW: u32 = 64 * 1024;
+
+/// The connection's receive window, shared by all its streams: large enough that stalled
+/// streams, each capped by [`H2C_STREAM_WINDOW`], never stop the others (h2's maximum).
+pub const H2C_CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+
+/// An HTTP/2 (h2c, prior knowledge) client: every event stream of a worker on one
+/// connection per backend, ~20 KiB less per stream than an HTTP/1.1 connection each
+/// (`docs/BENCHMARKS.md`). Pings find a backend that vanished without closing.
+pub fn stream_client(connect_timeout: Duration) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .http2_only(true)
+        .http2_initial_stream_window_size(H2C_STREAM_WINDOW)
+        .http2_initial_connection_window_size(H2C_CONNECTION_WINDOW)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .http2_keep_alive_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
         .build(connector)
 }
 

@@ -98,8 +98,3 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
     drop(watcher);
     Ok(())
 }
-
-/// mimalloc: per-thread heaps suit the per-core workers, and memory freed when streams
-/// close goes back to the system (glibc's arenas kept it).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

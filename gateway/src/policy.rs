@@ -8,7 +8,7 @@ use crate::upstream::Upstream;
 pub use vx11_tokenset::service::{OPERATOR_MODULE as OPERATOR, PolicyMode};
 
 /// A routed module.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Module {
     pub name: Arc<str>,
     /// The route label of its requests in logs and metrics, `/<name>/api/*`.
@@ -16,6 +16,9 @@ pub struct Module {
     pub upstream: Upstream,
     /// Off by policy: answered with `OFF_BY_POLICY`, never proxied.
     pub on: bool,
+    /// Its event streams go to the backend over HTTP/2 (h2c), all of a worker's on one
+    /// connection, instead of one HTTP/1.1 connection each (`VX11_H2C_STREAMS`).
+    pub streams_over_h2c: bool,
 }
 
 /// The modules the gateway routes, by name.
@@ -32,6 +35,7 @@ impl Modules {
                 route: format!("/{name}/api/*").into(),
                 upstream,
                 on: mode.allows(name),
+                streams_over_h2c: false,
             };
             modules.insert(name.to_owned(), Arc::new(module));
         };
@@ -62,6 +66,20 @@ impl Modules {
                 name,
                 Upstream::parse(url.trim()).map_err(|e| format!("module `{name}`: {e}"))?,
             );
+        }
+        Ok(Self(Arc::new(modules)))
+    }
+
+    /// Sends the event streams of the modules listed in `spec` (`name,...`) over h2c.
+    pub fn with_h2c_streams(self, spec: &str) -> Result<Self, String> {
+        let mut modules = Arc::unwrap_or_clone(self.0);
+        for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let module = modules.get_mut(name).ok_or_else(|| {
+                format!("`{name}` is not a routed module (operator or one in VX11_MODULES)")
+            })?;
+            let mut changed = Module::clone(module);
+            changed.streams_over_h2c = true;
+            *module = Arc::new(changed);
         }
         Ok(Self(Arc::new(modules)))
     }

@@ -114,12 +114,14 @@ async fn proxy(gateway: &Gateway, module: &Module, request: Request) -> Response
         Body::new(Limited::new(body, gateway.max_body_bytes as usize)),
     );
 
+    let client = if module.streams_over_h2c && accepts_event_stream(upstream_request.headers()) {
+        &gateway.stream_client
+    } else {
+        &gateway.client
+    };
     let started = Instant::now();
-    let sent = tokio::time::timeout(
-        gateway.upstream_timeout,
-        gateway.client.request(upstream_request),
-    )
-    .await;
+    let sent =
+        tokio::time::timeout(gateway.upstream_timeout, client.request(upstream_request)).await;
     let metrics = &gateway.metrics;
     let response = match sent {
         Ok(Ok(response)) => response,
@@ -162,6 +164,8 @@ async fn proxy(gateway: &Gateway, module: &Module, request: Request) -> Response
 
     let (mut parts, incoming) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // The client is spoken to in HTTP/1.1, whatever the backend connection was.
+    parts.version = Version::HTTP_11;
     let stream = is_event_stream(&parts.headers).then(|| {
         OpenStream::new(
             metrics.open_streams.clone(),
@@ -205,6 +209,15 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// The client asks for an event stream (EventSource always sends this).
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
 }
 
 fn is_event_stream(headers: &HeaderMap) -> bool {

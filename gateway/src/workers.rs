@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use axum::Router;
-use vx11_tokenset::service::{Shutdown, serve_until_shutdown};
+use vx11_tokenset::service::{Protocols, Shutdown, serve_until_shutdown};
 
 /// What every worker needs to build its own router (its own backend connection pool).
 pub type MakeApp = Arc<dyn Fn() -> Router + Send + Sync>;
@@ -45,7 +45,8 @@ impl Workers {
                     let serving = shutdown.clone();
                     let result = runtime.block_on(async move {
                         let listener = tokio::net::TcpListener::from_std(listener)?;
-                        serve_until_shutdown(listener, make_app(), serving, grace).await
+                        serve_until_shutdown(listener, make_app(), serving, grace, Protocols::Http1)
+                            .await
                     });
                     if result.is_err() {
                         // One worker down means the others must not serve on alone unnoticed.

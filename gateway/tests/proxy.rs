@@ -19,12 +19,13 @@ use tokio::net::TcpListener;
 use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::{Gateway, app};
-use vx11_tokenset::service::Shutdown;
+use vx11_tokenset::service::{Protocols, Shutdown, serve_until_shutdown};
 use vx11_tokenset::{Origin, SetEntry, TokenDigest, TokenSet, TokenStore};
 
 const TOKEN: &str = "vx11-operator-test-token";
 
-/// Answers with what it received, as JSON; `/operator/api/slow` never answers;
+/// Speaks HTTP/1.1 and h2c, like vx11-operator-backend. Answers with what it received, as
+/// JSON (the HTTP version too); `/operator/api/slow` never answers;
 /// `/operator/api/events/stream` sends three events 200 ms apart.
 fn echo_backend() -> Router {
     async fn echo(request: Request) -> axum::Json<Value> {
@@ -36,6 +37,7 @@ fn echo_backend() -> Router {
             .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or("<bin>"))))
             .collect();
         axum::Json(json!({
+            "version": format!("{:?}", parts.version),
             "method": parts.method.as_str(),
             "path": parts.uri.path(),
             "query": parts.uri.query(),
@@ -67,17 +69,16 @@ fn echo_backend() -> Router {
         .fallback(any(echo))
 }
 
-async fn serve(router: Router) -> SocketAddr {
+async fn serve(router: Router, protocols: Protocols) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
+    tokio::spawn(serve_until_shutdown(
+        listener,
+        router,
+        Shutdown::new(),
+        Duration::from_secs(1),
+        protocols,
+    ));
     addr
 }
 
@@ -99,7 +100,11 @@ impl Harness {
 }
 
 async fn gateway_with(backend: &str) -> Harness {
-    let flags = [
+    gateway_with_flags(backend, &[]).await
+}
+
+async fn gateway_with_flags(backend: &str, more: &[&str]) -> Harness {
+    let mut flags = vec![
         "vx11-gateway",
         "--operator-backend-url",
         backend,
@@ -110,6 +115,7 @@ async fn gateway_with(backend: &str) -> Harness {
         "--max-body-bytes",
         "1024",
     ];
+    flags.extend_from_slice(more);
     let config = Config::from_args(Args::try_parse_from(flags).unwrap()).unwrap();
     let store = Arc::new(TokenStore::new());
     store.install(
@@ -127,7 +133,7 @@ async fn gateway_with(backend: &str) -> Harness {
         metrics.clone(),
         Shutdown::new(),
     ));
-    let addr = serve(app(gateway)).await;
+    let addr = serve(app(gateway), Protocols::Http1).await;
     Harness {
         base: format!("http://{addr}"),
         metrics,
@@ -141,7 +147,7 @@ async fn gateway_with(backend: &str) -> Harness {
 }
 
 async fn gateway() -> Harness {
-    let backend = serve(echo_backend()).await;
+    let backend = serve(echo_backend(), Protocols::Http1AndH2c).await;
     gateway_with(&format!("http://{backend}")).await
 }
 
@@ -358,6 +364,100 @@ async fn a_dropped_client_releases_its_stream() {
     assert_eq!(h.metrics.open_streams.get(), 1);
     drop(response);
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while h.metrics.open_streams.get() != 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.metrics.open_streams.get(), 0);
+}
+
+#[tokio::test]
+async fn event_streams_go_to_the_backend_over_h2c_and_the_rest_over_http1() {
+    async fn backend_saw(h: &Harness, accept: Option<&str>) -> String {
+        let mut request = h
+            .client
+            .get(format!("{}/operator/api/echo", h.base))
+            .header("x-vx11-token", TOKEN);
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_11);
+        let body: Value = response.json().await.unwrap();
+        body["version"].as_str().unwrap().to_owned()
+    }
+    let h = gateway().await;
+    assert_eq!(backend_saw(&h, None).await, "HTTP/1.1");
+    assert_eq!(backend_saw(&h, Some("application/json")).await, "HTTP/1.1");
+    assert_eq!(backend_saw(&h, Some("text/event-stream")).await, "HTTP/2.0");
+
+    let backend = serve(echo_backend(), Protocols::Http1AndH2c).await;
+    let h1_only = gateway_with_flags(&format!("http://{backend}"), &["--h2c-streams", ""]).await;
+    assert_eq!(
+        backend_saw(&h1_only, Some("text/event-stream")).await,
+        "HTTP/1.1"
+    );
+}
+
+/// A backend whose event streams send one event, then wait for `release` to send the last.
+fn held_streams_backend(release: tokio::sync::watch::Receiver<bool>) -> Router {
+    Router::new().fallback(any(move || {
+        let release = release.clone();
+        async move {
+            let stream = futures_util::stream::unfold(0u32, move |n| {
+                let mut release = release.clone();
+                async move {
+                    match n {
+                        0 => Some((Ok::<_, Infallible>(Bytes::from_static(b"id: 0\n\n")), 1)),
+                        1 => {
+                            let _ = release.wait_for(|released| *released).await;
+                            Some((Ok(Bytes::from_static(b"id: 1\n\n")), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            axum::response::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
+    }))
+}
+
+#[tokio::test]
+async fn many_streams_share_one_h2c_connection_and_each_is_released() {
+    const STREAMS: usize = 300;
+    let (release, released) = tokio::sync::watch::channel(false);
+    let backend = serve(held_streams_backend(released), Protocols::Http1AndH2c).await;
+    let h = gateway_with(&format!("http://{backend}")).await;
+    let mut open = Vec::new();
+    for _ in 0..STREAMS {
+        let response = h
+            .client
+            .get(format!("{}/operator/api/events/stream", h.base))
+            .header("x-vx11-token", TOKEN)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.bytes_stream();
+        assert_eq!(&body.next().await.unwrap().unwrap()[..], b"id: 0\n\n");
+        open.push(Some(body));
+    }
+    // More streams than hyper's default of 200 per HTTP/2 connection, all open at once.
+    assert_eq!(h.metrics.open_streams.get(), STREAMS as i64);
+    // Half the clients leave; the others get the last event and the end.
+    let (leaving, staying) = open.split_at_mut(STREAMS / 2);
+    for stream in leaving.iter_mut() {
+        drop(stream.take());
+    }
+    release.send(true).unwrap();
+    for stream in staying.iter_mut() {
+        let rest: Vec<Bytes> = stream.take().unwrap().map(|c| c.unwrap()).collect().await;
+        assert_eq!(rest.concat(), b"id: 1\n\n");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while h.metrics.open_streams.get() != 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

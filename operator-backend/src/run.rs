@@ -1,6 +1,8 @@
 //! The process: token reload, the two listeners, `tokens` events, and shutdown on SIGTERM.
 
-use vx11_tokenset::service::{Shutdown, bind_listener, serve_metrics, serve_until_shutdown};
+use vx11_tokenset::service::{
+    Protocols, Shutdown, bind_listener, serve_metrics, serve_until_shutdown,
+};
 use vx11_tokenset::{TokenWatcher, WatchConfig};
 
 use crate::config::Config;
@@ -44,7 +46,15 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         state.metrics.registry.clone(),
         shutdown.clone(),
     ));
-    serve_until_shutdown(listener, app(state), shutdown, config.shutdown_grace).await?;
+    // h2c too: the gateway multiplexes event streams on one HTTP/2 connection per worker.
+    serve_until_shutdown(
+        listener,
+        app(state),
+        shutdown,
+        config.shutdown_grace,
+        Protocols::Http1AndH2c,
+    )
+    .await?;
     tracing::info!("vx11-operator-backend stopped");
     drop(watcher);
     Ok(())

@@ -21,5 +21,8 @@ pub use drain::{DRAIN_BYTES, DRAIN_TIME, drain_refused_body};
 pub use health::health_routes;
 pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
 pub use policy::{OPERATOR_MODULE, PolicyMode};
-pub use serve::{LISTEN_BACKLOG, Shutdown, bind_listener, serve_until_shutdown};
+pub use serve::{
+    H2C_MAX_CONCURRENT_STREAMS, LISTEN_BACKLOG, Protocols, Shutdown, bind_listener,
+    serve_until_shutdown,
+};
 pub use telemetry::{LogFilterError, init_json_logs, init_json_logs_with_filter};

@@ -1,12 +1,20 @@
 //! Serving until SIGTERM: stop accepting, let in-flight requests finish up to a deadline,
 //! and tell open streams to end cleanly.
 
-use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as AutoBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 /// Pending connections the kernel queues for a listener. `TcpListener::bind` asks for std's
 /// 128: a burst of new connections beyond that (EventSource clients reconnecting after a
@@ -77,38 +85,97 @@ impl Shutdown {
     }
 }
 
-/// Serves `app` until `shutdown`, then waits up to `grace` for open connections.
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// HTTP/1.1 only: the gateway's public port.
+    Http1,
+    /// HTTP/1.1 and cleartext HTTP/2 (prior knowledge), told apart by a connection's first
+    /// bytes: a backend the gateway multiplexes event streams to.
+    Http1AndH2c,
+}
+
+/// Streams one HTTP/2 connection may carry at once. hyper's default is 200, but the
+/// gateway sends all the event streams of one worker over one connection (10 000 in the
+/// benchmark). Callers are the gateway, behind the NetworkPolicy.
+pub const H2C_MAX_CONCURRENT_STREAMS: u32 = 100_000;
+
+/// Serves `app` until `shutdown`, then waits up to `grace` for open connections (streams
+/// end themselves on `shutdown`). The peer address is in each request's extensions as
+/// [`axum::extract::ConnectInfo`]`<SocketAddr>`.
 pub async fn serve_until_shutdown(
     listener: TcpListener,
     app: Router,
     shutdown: Shutdown,
     grace: Duration,
+    protocols: Protocols,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    let signal = shutdown.clone();
-    // Small responses and SSE events go out at once rather than waiting on Nagle.
-    let listener = listener.tap_io(|tcp| {
+    let builder = Arc::new(connection_builder(protocols));
+    let connections = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            biased;
+            () = shutdown.triggered() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    pause_after_accept_error(&error).await;
+                    continue;
+                }
+            },
+        };
+        // Small responses and SSE events go out at once rather than waiting on Nagle.
         let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { signal.triggered().await })
-    .into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        _ = shutdown.triggered() => {}
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |request: hyper::Request<Incoming>| {
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
+        let builder = builder.clone();
+        let watcher = connections.watcher();
+        tokio::spawn(async move {
+            let connection = builder.serve_connection(TokioIo::new(tcp), service);
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
     }
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!(
-                ?grace,
-                "connections still open after the shutdown grace period; closing them"
-            );
-            Ok(())
+    drop(listener);
+    tokio::select! {
+        () = connections.shutdown() => {}
+        () = tokio::time::sleep(grace) => tracing::warn!(
+            ?grace,
+            "connections still open after the shutdown grace period; closing them"
+        ),
+    }
+    Ok(())
+}
+
+fn connection_builder(protocols: Protocols) -> AutoBuilder<TokioExecutor> {
+    let mut builder = AutoBuilder::new(TokioExecutor::new());
+    match protocols {
+        Protocols::Http1 => builder = builder.http1_only(),
+        Protocols::Http1AndH2c => {
+            builder
+                .http2()
+                .max_concurrent_streams(H2C_MAX_CONCURRENT_STREAMS);
         }
     }
+    builder
+}
+
+/// Out of file descriptors (or memory): wait a moment instead of spinning on `accept`;
+/// an aborted or reset connection is just skipped.
+async fn pause_after_accept_error(error: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(%error, "accepting a connection failed; retrying in 100 ms");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
