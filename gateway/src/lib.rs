@@ -7,6 +7,7 @@ pub mod config;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod routes;
 pub mod upstream;
 pub mod workers;
 
@@ -17,16 +18,16 @@ use axum::Router;
 use axum::body::Body;
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
-use axum::routing::any;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use vx11_tokenset::TokenStore;
-use vx11_tokenset::service::{ApiError, Shutdown, access_log, health_routes, require_token};
+use vx11_tokenset::service::{ApiError, Shutdown, access_log, health_routes};
 
 use crate::config::Config;
 use crate::metrics::GatewayMetrics;
 use crate::policy::{Modules, PolicyMode};
+use crate::routes::GatewayService;
 
 pub type UpstreamClient = Client<HttpConnector, Body>;
 
@@ -118,18 +119,13 @@ pub fn stream_client(connect_timeout: Duration) -> UpstreamClient {
 
 /// The gateway's routes: `/health`, `/ready`, `/<module>/api[/*]` behind the token check,
 /// JSON 404 for the rest; every request logged and counted.
-pub fn app(gateway: Arc<Gateway>) -> Router {
-    let api = Router::new()
-        .route("/{module}/api", any(proxy::forward))
-        .route("/{module}/api/{*rest}", any(proxy::forward))
-        .route_layer(from_fn_with_state(gateway.store.clone(), require_token))
-        .with_state(gateway.clone());
-    Router::new()
+pub fn app(gateway: Arc<Gateway>) -> GatewayService {
+    let other = Router::new()
         .merge(health_routes(
             gateway.store.clone(),
             gateway.tokens_dir.clone(),
         ))
-        .merge(api)
         .fallback(|| async { ApiError::not_found().into_response() })
-        .layer(from_fn_with_state(gateway.metrics.http.clone(), access_log))
+        .layer(from_fn_with_state(gateway.metrics.http.clone(), access_log));
+    GatewayService::new(gateway, other)
 }

@@ -11,8 +11,9 @@ pub use vx11_tokenset::service::{OPERATOR_MODULE as OPERATOR, PolicyMode};
 #[derive(Debug, Clone)]
 pub struct Module {
     pub name: Arc<str>,
-    /// The route label of its requests in logs and metrics, `/<name>/api/*`.
-    pub route: Arc<str>,
+    /// The route label of its requests in logs and metrics, `/<name>/api/*`. Modules are
+    /// fixed for the life of the process, so the label is made once and never freed.
+    pub route: &'static str,
     pub upstream: Upstream,
     /// Off by policy: answered with `OFF_BY_POLICY`, never proxied.
     pub on: bool,
@@ -32,7 +33,7 @@ impl Modules {
         let mut add = |name: &str, upstream: Upstream| {
             let module = Module {
                 name: name.into(),
-                route: format!("/{name}/api/*").into(),
+                route: Box::leak(format!("/{name}/api/*").into_boxed_str()),
                 upstream,
                 on: mode.allows(name),
                 streams_over_h2c: false,

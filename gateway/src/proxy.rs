@@ -3,18 +3,17 @@
 //! streamed back.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{LengthLimitError, Limited};
 use serde_json::json;
-use vx11_tokenset::service::{ApiError, RouteLabel, drain_refused_body};
+use vx11_tokenset::service::{ApiError, drain_refused_body};
 
 use crate::Gateway;
 use crate::body::{OpenStream, ProxiedBody};
@@ -33,33 +32,27 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
-    let module_name = request
-        .uri()
-        .path()
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    let Some(module) = gateway.modules.get(module_name).cloned() else {
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_module",
-            format!(
-                "no module `{module_name}`; this gateway routes: {}",
-                gateway.modules.names().join(", ")
-            ),
-        )
-        .into_response();
-    };
-    let label = RouteLabel(module.route.clone());
-    let mut response = if module.on {
-        proxy(&gateway, &module, request).await
+/// A routed module's request: proxied, or answered `OFF_BY_POLICY`.
+pub async fn to_module(gateway: &Gateway, module: &Module, request: Request) -> Response {
+    if module.on {
+        proxy(gateway, module, request).await
     } else {
-        off_by_policy(&gateway, &module)
-    };
-    response.extensions_mut().insert(label);
-    response
+        off_by_policy(gateway, module)
+    }
+}
+
+/// 404 for `/<name>/api/*` when no module `name` is routed.
+pub fn unknown_module(gateway: &Gateway, path: &str) -> Response {
+    let name = crate::routes::module_of(path).unwrap_or_default();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_module",
+        format!(
+            "no module `{name}`; this gateway routes: {}",
+            gateway.modules.names().join(", ")
+        ),
+    )
+    .into_response()
 }
 
 fn off_by_policy(gateway: &Gateway, module: &Module) -> Response {

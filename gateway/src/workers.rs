@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use axum::Router;
+use crate::routes::GatewayService;
 use vx11_tokenset::service::{Protocols, Shutdown, serve_until_shutdown};
 
-/// What every worker needs to build its own router (its own backend connection pool).
-pub type MakeApp = Arc<dyn Fn() -> Router + Send + Sync>;
+/// What every worker needs to build its own service (its own backend connection pools).
+pub type MakeApp = Arc<dyn Fn() -> GatewayService + Send + Sync>;
 
 /// Worker threads serving one listening socket until shutdown.
 #[derive(Debug)]

@@ -69,12 +69,19 @@ fn echo_backend() -> Router {
         .fallback(any(echo))
 }
 
-async fn serve(router: Router, protocols: Protocols) -> SocketAddr {
+async fn serve<S>(service: S, protocols: Protocols) -> SocketAddr
+where
+    S: tower::Service<Request, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve_until_shutdown(
         listener,
-        router,
+        service,
         Shutdown::new(),
         Duration::from_secs(1),
         protocols,

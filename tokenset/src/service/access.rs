@@ -1,5 +1,6 @@
 //! The token check as middleware, and the JSON access log with request metrics.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,7 +26,7 @@ pub struct HttpMetrics {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
+    route: Cow<'static, str>,
     status: u16,
 }
 
@@ -55,11 +56,54 @@ impl HttpMetrics {
 
 /// A route name a handler sets on its response when the matched path is not specific
 /// enough (the gateway names the module).
-#[derive(Debug, Clone)]
-pub struct RouteLabel(pub Arc<str>);
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
 
-/// Logs one JSON line per request (token query parameters redacted, the token's
-/// fingerprint when one passed) and counts it.
+/// One request as the access log and the request metrics see it.
+#[derive(Debug)]
+pub struct RequestRecord<'a> {
+    pub started: Instant,
+    pub method: &'a axum::http::Method,
+    pub uri: &'a axum::http::Uri,
+    /// The route label: a matched path or a module's `/<name>/api/*`.
+    pub route: Cow<'static, str>,
+    pub response: &'a Response,
+}
+
+impl HttpMetrics {
+    /// Counts the request (and an authentication failure) and writes its access line
+    /// (token query parameters redacted, the token's fingerprint and name when one passed).
+    pub fn record(&self, request: RequestRecord<'_>) {
+        let status = request.response.status().as_u16();
+        if let Some(ErrorCode(code)) = request.response.extensions().get::<ErrorCode>()
+            && (status == 401 || code == &"malformed_token")
+        {
+            self.auth_failures
+                .get_or_create(&FailureLabels { reason: code })
+                .inc();
+        }
+        if access_log_enabled() {
+            let who = request.response.extensions().get::<Authenticated>();
+            AccessLine {
+                method: request.method.as_str(),
+                uri: &redact_uri(request.uri),
+                route: &request.route,
+                status,
+                latency_ms: request.started.elapsed().as_secs_f64() * 1000.0,
+                token: who.map(|a| (&a.fingerprint, &*a.name)),
+            }
+            .write_to_stderr();
+        }
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: request.route,
+                status,
+            })
+            .inc();
+    }
+}
+
+/// Logs one JSON line per request and counts it ([`HttpMetrics::record`]).
 pub async fn access_log(
     State(metrics): State<Arc<HttpMetrics>>,
     matched: Option<MatchedPath>,
@@ -68,41 +112,20 @@ pub async fn access_log(
 ) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let uri = redact_uri(request.uri()).into_owned();
+    let uri = request.uri().clone();
     let response = next.run(request).await;
-    let status = response.status().as_u16();
     let route = match (response.extensions().get::<RouteLabel>(), &matched) {
-        (Some(label), _) => label.0.to_string(),
-        (None, Some(path)) => path.as_str().to_owned(),
-        (None, None) => "unmatched".to_owned(),
+        (Some(label), _) => Cow::Borrowed(label.0),
+        (None, Some(path)) => Cow::Owned(path.as_str().to_owned()),
+        (None, None) => Cow::Borrowed("unmatched"),
     };
-    if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>()
-        && (status == 401 || code == &"malformed_token")
-    {
-        metrics
-            .auth_failures
-            .get_or_create(&FailureLabels { reason: code })
-            .inc();
-    }
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: route.clone(),
-            status,
-        })
-        .inc();
-    if access_log_enabled() {
-        let who = response.extensions().get::<Authenticated>();
-        AccessLine {
-            method: method.as_str(),
-            uri: &uri,
-            route: &route,
-            status,
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            token: who.map(|a| (&a.fingerprint, &*a.name)),
-        }
-        .write_to_stderr();
-    }
+    metrics.record(RequestRecord {
+        started,
+        method: &method,
+        uri: &uri,
+        route,
+        response: &response,
+    });
     response
 }
 

@@ -1,10 +1,10 @@
 //! Serving until SIGTERM: stop accepting, let in-flight requests finish up to a deadline,
 //! and tell open streams to end cleanly.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -103,13 +103,23 @@ pub const H2C_MAX_CONCURRENT_STREAMS: u32 = 100_000;
 /// Serves `app` until `shutdown`, then waits up to `grace` for open connections (streams
 /// end themselves on `shutdown`). The peer address is in each request's extensions as
 /// [`axum::extract::ConnectInfo`]`<SocketAddr>`.
-pub async fn serve_until_shutdown(
+pub async fn serve_until_shutdown<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     shutdown: Shutdown,
     grace: Duration,
     protocols: Protocols,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let builder = Arc::new(connection_builder(protocols));
     let connections = GracefulShutdown::new();
     loop {
