@@ -12,7 +12,7 @@
 #
 # Settings (environment): BENCH_STEPS ("proxy sse reload controller"), BENCH_DURATION (s per
 # wrk run, 10), BENCH_ROUNDS (3), BENCH_CONNECTIONS (32), BENCH_SSE_STREAMS (10000),
-# BENCH_SSE_PER_GATEWAY (9000: fds per process are limited, see docs/BENCHMARKS.md),
+# BENCH_SSE_PER_GATEWAY (18000: fds per process are limited, see docs/BENCHMARKS.md),
 # BENCH_RELOAD_SWAPS (100), BENCH_RESULTS (target/bench/<UTC time>), BENCH_PORT_BASE (18000).
 # BENCH_QUICK=1 makes every step short (for trying the script, not for figures).
 set -euo pipefail
@@ -24,7 +24,7 @@ DURATION=${BENCH_DURATION:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=${BENCH_CONNECTIONS:-32}
 SSE_STREAMS=${BENCH_SSE_STREAMS:-10000}
-SSE_PER_GATEWAY=${BENCH_SSE_PER_GATEWAY:-9000}
+SSE_PER_GATEWAY=${BENCH_SSE_PER_GATEWAY:-18000}
 SWAPS=${BENCH_RELOAD_SWAPS:-100}
 PORT=${BENCH_PORT_BASE:-18000}
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then

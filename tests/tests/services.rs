@@ -167,8 +167,15 @@ struct EventStream {
 }
 
 impl EventStream {
+    /// Opens it the way EventSource does, with `Accept: text/event-stream`: through the
+    /// gateway, such streams go to the backend over h2c (the e2e tests open theirs without
+    /// it, over HTTP/1.1).
     async fn open(request: reqwest::RequestBuilder) -> Self {
-        let response = request.send().await.unwrap();
+        let response = request
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "stream refused");
         let content_type = response.headers()["content-type"]
             .to_str()
