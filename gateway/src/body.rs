@@ -81,11 +81,6 @@ impl Body for ProxiedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        if let Some(stream) = this.stream.as_mut()
-            && stream.shutdown.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(None);
-        }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.idle.as_mut().reset(Instant::now() + *this.idle_after);
@@ -93,10 +88,18 @@ impl Body for ProxiedBody {
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match this.idle.poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(IdleTimeout(*this.idle_after).into()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                // Checked only while waiting: a stream ends at a frame boundary.
+                if let Some(stream) = this.stream.as_mut()
+                    && stream.shutdown.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(None);
+                }
+                match this.idle.poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(IdleTimeout(*this.idle_after).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -162,7 +162,8 @@ async fn proxy(gateway: &Gateway, module: &Module, request: Request) -> Response
     let stream = is_event_stream(&parts.headers).then(|| {
         OpenStream::new(
             metrics.open_streams.clone(),
-            gateway.shutdown.token().clone().cancelled_owned(),
+            // A child token per stream: its polls lock its own node, not the shared one.
+            gateway.shutdown.token().child_token().cancelled_owned(),
         )
     });
     let body = ProxiedBody::new(incoming, gateway.upstream_idle_timeout, stream);
