@@ -18,13 +18,13 @@ use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
+use vx11_tokenset::TokenValue;
 use vx11_tokenset::service::Shutdown;
-use vx11_tokenset::{TokenState, TokenValue};
 
 use crate::config::{CrashPoint, Settings};
 use crate::crd::{Vx11TokenSet, Vx11TokenSetStatus};
 use crate::leader::LeaderElector;
-use crate::metrics::{CauseLabel, Metrics, Readiness, TokenSetLabels};
+use crate::metrics::{CauseLabel, Metrics, Readiness, TOKEN_STATES};
 use crate::plan::{Input, Note, Source, plan};
 use crate::state::{
     MANAGED_BY_LABEL, MANAGED_SELECTOR, ROTATE_ANNOTATION, TOKENSET_LABEL, client_secret,
@@ -51,6 +51,9 @@ impl std::fmt::Debug for Context {
 
 /// After a failure, try again after this long.
 const RETRY: Duration = Duration::from_secs(5);
+
+/// How often each controller scope removes the metric series of deleted sets.
+const FORGET_DELETED_EVERY: Duration = Duration::from_secs(5);
 
 pub async fn reconcile(ts: Arc<Vx11TokenSet>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
@@ -127,21 +130,14 @@ async fn reconcile_set(ts: &Vx11TokenSet, ctx: &Context) -> Result<Action> {
             })
             .inc();
     }
-    for state in [TokenState::Active, TokenState::Retiring] {
+    for state in TOKEN_STATES {
         let count = plan
             .record
             .tokens
             .iter()
             .filter(|e| e.state == state)
             .count();
-        ctx.metrics
-            .tokens
-            .get_or_create(&TokenSetLabels {
-                namespace: namespace.clone(),
-                tokenset: name.clone(),
-                state: state.as_str().to_owned(),
-            })
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        ctx.metrics.set_tokens(&namespace, &name, state, count);
     }
 
     let status = desired_status(ts, &plan, now);
@@ -390,6 +386,31 @@ fn concerned(
     out
 }
 
+/// Every [`FORGET_DELETED_EVERY`], removes the metric series of the sets in `scope` (the
+/// namespace of this controller, `None` for all) that are no longer in its `store`: the
+/// controller is not called for a deleted set. A reconcile that was still running when its set
+/// was deleted may write the series again; the next round removes them.
+async fn forget_deleted_sets(
+    store: Store<Vx11TokenSet>,
+    metrics: Arc<Metrics>,
+    scope: Option<String>,
+) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut rounds = tokio::time::interval(FORGET_DELETED_EVERY);
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        rounds.tick().await;
+        let exists = |namespace: &str, name: &str| {
+            store.get(&ObjectRef::new(name).within(namespace)).is_some()
+        };
+        for (namespace, tokenset) in metrics.forget_deleted(scope.as_deref(), exists) {
+            tracing::debug!(%namespace, %tokenset, "set deleted: its metric series removed");
+        }
+    }
+}
+
 /// Runs the controllers (one per watched namespace, or one for all) until `shutdown`.
 pub async fn run_controllers(settings: &Settings, ctx: Arc<Context>, shutdown: Shutdown) {
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
@@ -420,8 +441,9 @@ pub async fn run_controllers(settings: &Settings, ctx: Arc<Context>, shutdown: S
                 kube::runtime::controller::Config::default().concurrency(settings.concurrency),
             );
         let store = controller.store();
+        let forget = forget_deleted_sets(controller.store(), ctx.metrics.clone(), namespace);
         let shutdown = shutdown.clone();
-        controller
+        let run = controller
             .owns(
                 secrets,
                 watcher::Config::default()
@@ -439,7 +461,14 @@ pub async fn run_controllers(settings: &Settings, ctx: Arc<Context>, shutdown: S
                 if let Err(error) = result {
                     tracing::debug!(%error, "controller event");
                 }
-            })
+            });
+        async move {
+            // `forget` returns only once the store's writer, owned by `run`, is gone.
+            tokio::select! {
+                () = run => {}
+                () = forget => {}
+            }
+        }
     });
     futures::future::join_all(runs).await;
 }

@@ -1,7 +1,8 @@
 //! Prometheus metrics, served with `/health` and `/ready` on `VX11_METRICS_ADDR`.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -14,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use vx11_tokenset::TokenState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -32,13 +34,23 @@ pub struct TokenSetLabels {
     pub state: String,
 }
 
+/// A TokenSet as the metrics name it: (namespace, name).
+pub type SetKey = (String, String);
+
+/// Every `state` label of `vx11_controller_tokens`.
+pub const TOKEN_STATES: [TokenState; 2] = [TokenState::Active, TokenState::Retiring];
+
 /// The controller's metrics, `vx11_controller_*`.
 #[derive(Debug)]
 pub struct Metrics {
     pub reconciles: Counter,
     pub failures: Family<ReasonLabel, Counter>,
     pub rotations: Family<CauseLabel, Counter>,
-    pub tokens: Family<TokenSetLabels, Gauge>,
+    /// Written with [`Metrics::set_tokens`], removed with [`Metrics::forget_deleted`].
+    tokens: Family<TokenSetLabels, Gauge>,
+    /// The sets that have `tokens` series. A `Family` cannot list its label sets, and the
+    /// series of a deleted set must go: the controller is not called for it (no finalizer).
+    sets_with_series: Mutex<BTreeSet<SetKey>>,
     pub duration: Histogram,
     pub leader: Gauge,
 }
@@ -50,6 +62,7 @@ impl Metrics {
             failures: Family::default(),
             rotations: Family::default(),
             tokens: Family::default(),
+            sets_with_series: Mutex::default(),
             duration: Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             leader: Gauge::default(),
         };
@@ -99,6 +112,63 @@ impl Metrics {
             })
             .inc();
     }
+
+    /// Sets `vx11_controller_tokens` of one set and state.
+    pub fn set_tokens(&self, namespace: &str, tokenset: &str, state: TokenState, count: usize) {
+        // Under the lock, so that a concurrent `forget_deleted` removes both or neither.
+        let mut sets = self.lock_sets();
+        sets.insert((namespace.to_owned(), tokenset.to_owned()));
+        self.tokens
+            .get_or_create(&TokenSetLabels {
+                namespace: namespace.to_owned(),
+                tokenset: tokenset.to_owned(),
+                state: state.as_str().to_owned(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Removes every series of the sets in `scope` (a namespace, `None` for all) for which
+    /// `exists(namespace, name)` is false. Returns the sets removed.
+    pub fn forget_deleted(
+        &self,
+        scope: Option<&str>,
+        exists: impl Fn(&str, &str) -> bool,
+    ) -> Vec<SetKey> {
+        let mut sets = self.lock_sets();
+        let gone = deleted_sets(&sets, scope, exists);
+        for (namespace, tokenset) in &gone {
+            for state in TOKEN_STATES {
+                self.tokens.remove(&TokenSetLabels {
+                    namespace: namespace.clone(),
+                    tokenset: tokenset.clone(),
+                    state: state.as_str().to_owned(),
+                });
+            }
+            sets.remove(&(namespace.clone(), tokenset.clone()));
+        }
+        gone
+    }
+
+    fn lock_sets(&self) -> std::sync::MutexGuard<'_, BTreeSet<SetKey>> {
+        // The set stays consistent whatever panicked while holding it: take it back.
+        self.sets_with_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The sets of `tracked` in `scope` (a namespace, `None` for all) that do not `exist`.
+pub fn deleted_sets(
+    tracked: &BTreeSet<SetKey>,
+    scope: Option<&str>,
+    exists: impl Fn(&str, &str) -> bool,
+) -> Vec<SetKey> {
+    tracked
+        .iter()
+        .filter(|(namespace, _)| scope.is_none_or(|s| s == namespace))
+        .filter(|(namespace, name)| !exists(namespace, name))
+        .cloned()
+        .collect()
 }
 
 /// Readiness: set once the API server answered and this replica is either leading or a
@@ -135,4 +205,73 @@ pub fn router(registry: Arc<Registry>, ready: Arc<Readiness>) -> Router {
         )
         .with_state(ready);
     vx11_tokenset::service::metrics_router(registry).merge(probes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(namespace: &str, name: &str) -> SetKey {
+        (namespace.to_owned(), name.to_owned())
+    }
+
+    fn exposition(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn a_scope_finds_only_its_own_deleted_sets() {
+        let tracked: BTreeSet<SetKey> = [key("a", "kept"), key("a", "gone"), key("b", "gone")]
+            .into_iter()
+            .collect();
+        let exists = |_: &str, name: &str| name == "kept";
+        assert_eq!(
+            deleted_sets(&tracked, Some("a"), exists),
+            [key("a", "gone")]
+        );
+        assert_eq!(
+            deleted_sets(&tracked, None, exists),
+            [key("a", "gone"), key("b", "gone")]
+        );
+        assert!(deleted_sets(&tracked, Some("c"), |_, _| false).is_empty());
+        assert!(deleted_sets(&tracked, None, |_, _| true).is_empty());
+    }
+
+    #[test]
+    fn every_series_of_a_deleted_set_is_removed_and_no_other() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        for (namespace, name) in [("a", "kept"), ("a", "gone"), ("b", "gone")] {
+            metrics.set_tokens(namespace, name, TokenState::Active, 2);
+            metrics.set_tokens(namespace, name, TokenState::Retiring, 1);
+        }
+        let exists = |_: &str, name: &str| name == "kept";
+
+        assert_eq!(
+            metrics.forget_deleted(Some("a"), exists),
+            [key("a", "gone")]
+        );
+        let text = exposition(&registry);
+        assert!(!text.contains(r#"namespace="a",tokenset="gone""#), "{text}");
+        assert!(
+            text.contains(r#"namespace="b",tokenset="gone",state="retiring""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"namespace="a",tokenset="kept",state="active""#),
+            "{text}"
+        );
+
+        assert_eq!(metrics.forget_deleted(None, exists), [key("b", "gone")]);
+        let text = exposition(&registry);
+        assert!(!text.contains(r#"tokenset="gone""#), "{text}");
+        assert_eq!(text.matches(r#"tokenset="kept""#).count(), 2, "{text}");
+        assert!(metrics.forget_deleted(None, exists).is_empty());
+
+        // A set recreated under the same name gets series again.
+        metrics.set_tokens("b", "gone", TokenState::Active, 1);
+        assert!(exposition(&registry).contains(r#"namespace="b",tokenset="gone",state="active""#));
+    }
 }

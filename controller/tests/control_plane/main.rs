@@ -6,5 +6,6 @@ mod bench;
 mod cel;
 mod crash_and_leader;
 mod lifecycle;
+mod metrics;
 mod rbac;
 mod support;
