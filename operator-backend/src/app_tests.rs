@@ -152,7 +152,7 @@ async fn chat_stores_the_message_as_an_event() {
     let events = state.events.subscribe(None).take();
     let last = events.last().unwrap();
     assert_eq!((last.id, last.kind), (id, EventKind::Chat));
-    let data: Value = serde_json::from_str(&last.data).unwrap();
+    let data: Value = serde_json::from_slice(&last.data).unwrap();
     assert_eq!(data["message"], "hello");
     assert_eq!(data["from"]["name"], "operator");
 
@@ -286,6 +286,8 @@ async fn replay_sends_the_history_and_ends() {
         response.headers()[header::CONTENT_TYPE],
         "text/event-stream"
     );
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache");
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
     let mut body = response.into_body();
     let mut ids = Vec::new();
     while let Some(frame) = next_frame(&mut body).await {
@@ -458,6 +460,13 @@ async fn keep_alive_comments_on_a_quiet_stream() {
         ..(*state.settings).clone()
     });
     let mut body = open_stream(&state, "/operator/api/events/stream").await;
+    assert_eq!(
+        next_frame(&mut body).await.as_deref(),
+        Some(": keep-alive\n\n")
+    );
+    // After an event, the next quiet interval brings the next comment.
+    send(&state, chat(r#"{"message":"between"}"#)).await;
+    assert!(next_frame(&mut body).await.unwrap().contains("\"between\""));
     assert_eq!(
         next_frame(&mut body).await.as_deref(),
         Some(": keep-alive\n\n")

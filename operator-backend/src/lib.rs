@@ -6,8 +6,10 @@
 //! - [`events`]: the bounded event history and its subscribers.
 //! - [`stream`]: the SSE responses, closed when their token is revoked or expires.
 //! - [`chat`], [`health`]: the other API routes; [`token_events`]: `tokens` events.
+//! - [`sse`]: the event-stream wire format; `alarm`: what else a stream waits on.
 //! - [`metrics`]: Prometheus; [`run`]: the process (listeners, reload, shutdown).
 
+mod alarm;
 #[cfg(test)]
 mod app_tests;
 pub mod chat;
@@ -16,6 +18,7 @@ pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod run;
+pub mod sse;
 pub mod stream;
 pub mod token_events;
 

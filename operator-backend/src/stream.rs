@@ -15,29 +15,41 @@
 //! No task is spawned per stream: the response body is the stream, so when the client goes
 //! away, the body is dropped and with it the subscription, the token watch and the
 //! open-stream count ([`OpenStream`]).
+//!
+//! The body sends each event's frame as encoded once at publish ([`Event::frame`]), and
+//! waits on its other futures through [`Alarm`]s, so a broadcast to many streams costs each
+//! one a read of the history and a write, not a walk through the shared locks behind the
+//! shutdown token and the token store. The keep-alive timer is not reset per event: when it
+//! fires after an event it is moved to that event's time plus the interval, so a comment
+//! still goes out after every quiet interval, as axum's `Sse` does.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::Stream;
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use vx11_tokenset::service::{ApiError, Authenticated, Shutdown};
+use vx11_tokenset::service::{ApiError, Authenticated};
 use vx11_tokenset::{TokenStore, Verdict};
 
 use crate::AppState;
+use crate::alarm::{Alarm, Bell};
 use crate::events::{Event, EventKind, Subscription};
 use crate::metrics::{OpenStream, StreamEnd};
+use crate::sse;
 
 /// The query parameters besides `token`.
 #[derive(Debug, Deserialize)]
@@ -88,17 +100,7 @@ fn open(
     let after = resume_point(headers, query.last_event_id.as_deref())?;
     tracing::debug!(follow, after, token = %caller.fingerprint, "event stream opened");
     let stream = EventStream::open(state, caller, follow, after);
-    let keep_alive = KeepAlive::new()
-        .interval(state.settings.sse_keep_alive)
-        .text("keep-alive");
-    let mut response = Sse::new(stream.into_stream())
-        .keep_alive(keep_alive)
-        .into_response();
-    // Proxies in front (nginx and the like) must pass events on at once.
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    Ok((sse::headers(), Body::from_stream(stream)).into_response())
 }
 
 fn parse_bool(text: &str) -> Option<bool> {
@@ -131,13 +133,17 @@ fn bad_request(code: &'static str, detail: &'static str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, detail)
 }
 
-/// One open stream; the response body owns it.
-struct EventStream {
+/// One open stream; the response body owns it. `None` once it ended, so that its
+/// subscription and count are released then, not when the body is dropped.
+struct EventStream(Option<Open>);
+
+struct Open {
     pending: VecDeque<Arc<Event>>,
     subscription: Subscription,
     follow: bool,
     grant: Grant,
-    shutdown: Shutdown,
+    shutdown: Alarm<()>,
+    keep_alive: KeepAlive,
     open: OpenStream,
     finished: bool,
 }
@@ -146,81 +152,155 @@ impl EventStream {
     fn open(state: &AppState, caller: Authenticated, follow: bool, after: Option<u64>) -> Self {
         // The token watch is taken before the token is checked again (first thing the
         // stream does), so a reload since the request's own check cannot be missed.
-        let grant = Grant::new(state.store.clone(), caller);
+        let bell = Bell::new();
+        let grant = Grant::new(&bell, state.store.clone(), caller);
         let mut subscription = state.events.subscribe(after);
-        Self {
+        let shutdown = state.shutdown.clone();
+        Self(Some(Open {
             pending: subscription.take().into(),
             subscription,
             follow,
             grant,
-            shutdown: state.shutdown.clone(),
+            shutdown: bell.alarm(Box::pin(async move { shutdown.triggered().await })),
+            keep_alive: KeepAlive::new(&bell, state.settings.sse_keep_alive),
             open: state.metrics.streams.opened(),
             finished: false,
+        }))
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(open) = self.0.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let next = open.poll_frame(cx);
+        if let Poll::Ready(None) = next {
+            self.0 = None;
         }
+        next.map(|frame| frame.map(Ok))
     }
+}
 
-    fn into_stream(self) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
-        futures_util::stream::unfold(self, |stream| stream.advance())
-    }
-
-    async fn advance(mut self) -> Option<(Result<SseEvent, Infallible>, Self)> {
+impl Open {
+    /// The next frame to send; `None` at the end. Checks, in order: the token (when due),
+    /// the events taken, shutdown, a token-set change, the token's expiry, new events,
+    /// the keep-alive.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if self.finished {
-            return None;
+            return Poll::Ready(None);
         }
         loop {
-            if self.grant.recheck_due
-                && let Err(revoked) = self.grant.recheck()
-            {
-                self.finished = true;
-                self.open.ending(revoked.stream_end());
-                let event = revoked.event(&self.grant.caller);
-                return Some((Ok(event), self));
+            if self.grant.recheck_due {
+                match self.grant.recheck() {
+                    Ok(deadline) => self.grant.expiry.set(sleep_until(deadline)),
+                    Err(revoked) => {
+                        self.finished = true;
+                        self.open.ending(revoked.stream_end());
+                        return Poll::Ready(Some(revoked.frame(&self.grant.caller)));
+                    }
+                }
             }
             if let Some(event) = self.pending.pop_front() {
-                return Some((Ok(to_sse(&event)), self));
+                self.keep_alive.sent();
+                return Poll::Ready(Some(event.frame.clone()));
             }
             if !self.follow {
                 self.open.ending(StreamEnd::Replayed);
-                return None;
+                return Poll::Ready(None);
             }
-            let expiry = self.grant.deadline();
-            tokio::select! {
-                biased;
-                () = self.shutdown.triggered() => {
-                    self.open.ending(StreamEnd::Shutdown);
-                    return None;
-                }
-                changed = self.grant.changes.changed(), if !self.grant.store_gone => match changed {
-                    Ok(()) => self.grant.recheck_due = true,
-                    Err(_) => self.grant.store_gone = true,
-                },
-                () = sleep_until(expiry) => self.grant.recheck_due = true,
-                batch = self.subscription.next() => self.pending.extend(batch),
+            if self.shutdown.poll(cx).is_ready() {
+                self.open.ending(StreamEnd::Shutdown);
+                return Poll::Ready(None);
             }
+            if let Poll::Ready(changes) = self.grant.changes.poll(cx) {
+                self.grant.changes.set(match changes {
+                    Some(changes) => next_change(changes),
+                    None => Box::pin(std::future::pending()),
+                });
+                self.grant.recheck_due = true;
+                continue;
+            }
+            if self.grant.expiry.poll(cx).is_ready() {
+                self.grant.recheck_due = true;
+                continue;
+            }
+            if let Poll::Ready(batch) = self.subscription.poll_take(cx) {
+                self.pending.extend(batch);
+                continue;
+            }
+            if self.keep_alive.poll_due(cx).is_ready() {
+                return Poll::Ready(Some(sse::KEEP_ALIVE));
+            }
+            return Poll::Pending;
         }
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+/// The keep-alive comment, due after `interval` without a frame.
+struct KeepAlive {
+    interval: Duration,
+    last_sent: Instant,
+    timer: Alarm<()>,
+}
+
+impl KeepAlive {
+    fn new(bell: &Arc<Bell>, interval: Duration) -> Self {
+        let last_sent = Instant::now();
+        Self {
+            interval,
+            last_sent,
+            timer: bell.alarm(Box::pin(tokio::time::sleep_until(last_sent + interval))),
+        }
+    }
+
+    /// An event was sent: the timer is not moved now (it would cost every stream of a
+    /// broadcast a timer reset), but when it fires.
+    fn sent(&mut self) {
+        self.last_sent = Instant::now();
+    }
+
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.timer.poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            let due = self.last_sent + self.interval;
+            if due <= now {
+                self.last_sent = now;
+                self.timer
+                    .set(Box::pin(tokio::time::sleep_until(now + self.interval)));
+                return Poll::Ready(());
+            }
+            self.timer.set(Box::pin(tokio::time::sleep_until(due)));
+        }
     }
 }
 
-fn to_sse(event: &Event) -> SseEvent {
-    SseEvent::default()
-        .id(event.id.to_string())
-        .event(event.kind.as_str())
-        .data(&event.data)
+fn sleep_until(deadline: Option<Instant>) -> BoxFuture<'static, ()> {
+    match deadline {
+        Some(deadline) => Box::pin(tokio::time::sleep_until(deadline)),
+        None => Box::pin(std::future::pending()),
+    }
+}
+
+/// The next change of the token set; `None` once the store is gone.
+fn next_change(
+    mut changes: watch::Receiver<u64>,
+) -> BoxFuture<'static, Option<watch::Receiver<u64>>> {
+    Box::pin(async move { changes.changed().await.ok().map(|()| changes) })
 }
 
 /// The token a stream was opened with, checked again when the set changes or the
 /// token's entry expires.
 struct Grant {
     store: Arc<TokenStore>,
-    changes: watch::Receiver<u64>,
-    store_gone: bool,
+    changes: Alarm<Option<watch::Receiver<u64>>>,
+    /// When to check again: the token's `expiresAt`, or [`MAX_EXPIRY_WAIT`] at most.
+    expiry: Alarm<()>,
     caller: Authenticated,
     expires_at: Option<DateTime<Utc>>,
     recheck_due: bool,
@@ -237,24 +317,25 @@ enum Revoked {
 const MAX_EXPIRY_WAIT: Duration = Duration::from_secs(60);
 
 impl Grant {
-    fn new(store: Arc<TokenStore>, caller: Authenticated) -> Self {
+    fn new(bell: &Arc<Bell>, store: Arc<TokenStore>, caller: Authenticated) -> Self {
         Self {
-            changes: store.subscribe(),
+            changes: bell.alarm(next_change(store.subscribe())),
+            expiry: bell.alarm(Box::pin(std::future::pending())),
             store,
-            store_gone: false,
             expires_at: caller.expires_at,
             caller,
             recheck_due: true,
         }
     }
 
-    fn recheck(&mut self) -> Result<(), Revoked> {
+    /// Checks the token again; while it passes, says when to check next.
+    fn recheck(&mut self) -> Result<Option<Instant>, Revoked> {
         self.recheck_due = false;
         let snapshot = self.store.snapshot();
         match snapshot.set.check_digest(&self.caller.digest, Utc::now()) {
             Verdict::Accepted(entry) => {
                 self.expires_at = entry.expires_at;
-                Ok(())
+                Ok(self.deadline())
             }
             Verdict::Expired(entry) => Err(Revoked::Expired(entry.expires_at)),
             Verdict::NotYetValid(_) | Verdict::Invalid | Verdict::Missing => Err(Revoked::Removed),
@@ -279,7 +360,7 @@ impl Revoked {
     }
 
     /// The stream's last event. Names the token by name and fingerprint only.
-    fn event(&self, caller: &Authenticated) -> SseEvent {
+    fn frame(&self, caller: &Authenticated) -> Bytes {
         let (code, detail) = match self {
             Revoked::Removed => (
                 "token_revoked",
@@ -314,8 +395,6 @@ impl Revoked {
             "fingerprint": caller.fingerprint.to_string(),
             "at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         });
-        SseEvent::default()
-            .event(EventKind::Auth.as_str())
-            .data(data.to_string())
+        sse::frame(None, EventKind::Auth.as_str(), &data.to_string())
     }
 }

@@ -85,7 +85,7 @@ mod tests {
         let first = tokio::time::timeout(Duration::from_secs(5), sub.next())
             .await
             .unwrap();
-        let data: Value = serde_json::from_str(&first[0].data).unwrap();
+        let data: Value = serde_json::from_slice(&first[0].data).unwrap();
         assert_eq!(first[0].kind, EventKind::Tokens);
         assert_eq!(data["generation"], 1);
         assert_eq!(data["tokens"][0]["name"], "operator");
@@ -99,7 +99,7 @@ mod tests {
         let next = tokio::time::timeout(Duration::from_secs(5), sub.next())
             .await
             .unwrap();
-        let data: Value = serde_json::from_str(&next[0].data).unwrap();
+        let data: Value = serde_json::from_slice(&next[0].data).unwrap();
         assert_eq!(
             (data["generation"].as_u64(), data["count"].as_u64()),
             (Some(2), Some(0))

@@ -1,0 +1,109 @@
+//! The `text/event-stream` wire format, written once per event rather than once per stream:
+//! an event's frame is a [`Bytes`] every stream sends as it is (a reference count, no copy).
+//! The bytes are those axum's `Sse` writes: `id:`, `event:`, then the data with each line
+//! break starting a new `data:` line, then a blank line.
+
+use axum::body::Bytes;
+use axum::http::HeaderValue;
+use axum::http::header::{self, HeaderMap};
+
+/// The comment sent on a quiet stream.
+pub const KEEP_ALIVE: Bytes = Bytes::from_static(b": keep-alive\n\n");
+
+/// One event's frame. `id` is `None` for events outside the history (`auth`).
+pub fn frame(id: Option<u64>, event: &str, data: &str) -> Bytes {
+    debug_assert!(!event.contains(['\r', '\n']), "an event name is one line");
+    let mut frame = Vec::with_capacity(data.len() + event.len() + 40);
+    if let Some(id) = id {
+        frame.extend_from_slice(b"id: ");
+        frame.extend_from_slice(id.to_string().as_bytes());
+        frame.push(b'\n');
+    }
+    frame.extend_from_slice(b"event: ");
+    frame.extend_from_slice(event.as_bytes());
+    frame.push(b'\n');
+    if !data.is_empty() {
+        frame.extend_from_slice(b"data: ");
+        for byte in data.bytes() {
+            frame.push(byte);
+            if byte == b'\n' || byte == b'\r' {
+                frame.extend_from_slice(b"data: ");
+            }
+        }
+        frame.push(b'\n');
+    }
+    frame.push(b'\n');
+    frame.into()
+}
+
+/// The headers of an event stream response.
+pub fn headers() -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(3);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Proxies in front (nginx and the like) must pass events on at once.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use axum::response::IntoResponse;
+    use std::time::Duration;
+
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// What axum's `Sse` writes for the same event.
+    async fn axum_frame(id: Option<u64>, event: &str, data: &str) -> Bytes {
+        let mut sse = Event::default();
+        if let Some(id) = id {
+            sse = sse.id(id.to_string());
+        }
+        let sse = sse.event(event).data(data);
+        let stream = futures_util::stream::iter([Ok::<_, Infallible>(sse)]);
+        let body = Sse::new(stream).into_response().into_body();
+        body.collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn frames_are_the_bytes_axum_writes() {
+        for (id, event, data) in [
+            (Some(1_764_000_000_000), "chat", r#"{"message":"hi"}"#),
+            (None, "auth", r#"{"error":"token_revoked"}"#),
+            (Some(7), "chat", "one\ntwo\r\nthree\rfour\n"),
+            (Some(8), "tokens", ""),
+        ] {
+            assert_eq!(
+                frame(id, event, data),
+                axum_frame(id, event, data).await,
+                "{event} {data:?}"
+            );
+        }
+        assert_eq!(
+            frame(Some(42), "chat", "a\nb"),
+            "id: 42\nevent: chat\ndata: a\ndata: b\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_keep_alive_is_the_comment_axum_writes() {
+        let keep_alive = KeepAlive::new()
+            .interval(Duration::from_millis(1))
+            .text("keep-alive");
+        let quiet = futures_util::stream::pending::<Result<Event, Infallible>>();
+        let mut body = Sse::new(quiet)
+            .keep_alive(keep_alive)
+            .into_response()
+            .into_body();
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), KEEP_ALIVE);
+    }
+}
