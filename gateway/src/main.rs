@@ -7,7 +7,9 @@ use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::workers::{MakeApp, Workers};
 use vx11_gateway::{Gateway, app};
-use vx11_tokenset::service::{Shutdown, bind_listener, init_json_logs_with_filter, serve_metrics};
+use vx11_tokenset::service::{
+    Shutdown, bind_listener, bind_reuseport_listeners, init_json_logs_with_filter, serve_metrics,
+};
 use vx11_tokenset::{LegacyTokens, TokenWatcher, WatchConfig};
 
 /// This runtime only handles signals and `/metrics`; requests are served by the workers'
@@ -48,7 +50,7 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
     let watcher = TokenWatcher::start(watch, legacy)?;
     let store = watcher.store().clone();
 
-    let listener = bind_listener(config.addr, "VX11_GATEWAY_ADDR")?;
+    let listeners = bind_reuseport_listeners(config.addr, "VX11_GATEWAY_ADDR", config.workers)?;
     let metrics_listener = bind_listener(config.metrics_addr, "VX11_METRICS_ADDR")?;
     let mut registry = Registry::default();
     let metrics = GatewayMetrics::register(&mut registry, store.clone());
@@ -57,7 +59,7 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
 
     let snapshot = store.snapshot();
     tracing::info!(
-        addr = %listener.local_addr()?,
+        addr = %listeners[0].local_addr()?,
         metrics_addr = %metrics_listener.local_addr()?,
         mode = %config.policy_mode,
         workers = config.workers,
@@ -71,7 +73,10 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
         Arc::new(registry),
         shutdown.clone(),
     ));
-    let listener = listener.into_std()?;
+    let listeners = listeners
+        .into_iter()
+        .map(tokio::net::TcpListener::into_std)
+        .collect::<std::io::Result<Vec<_>>>()?;
     let make_app: MakeApp = {
         let (config, shutdown) = (config.clone(), shutdown.clone());
         Arc::new(move || {
@@ -83,14 +88,7 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
             )))
         })
     };
-    let workers = Workers::start(
-        config.workers,
-        &listener,
-        make_app,
-        &shutdown,
-        config.shutdown_grace,
-    )?;
-    drop(listener);
+    let workers = Workers::start(listeners, make_app, &shutdown, config.shutdown_grace)?;
     tokio::task::spawn_blocking(move || workers.join())
         .await
         .map_err(std::io::Error::other)??;

@@ -1,5 +1,5 @@
-//! The gateway's worker threads, nginx's model: one single-threaded runtime per core, all
-//! accepting on the same listening socket. A connection, its requests, and the backend
+//! The gateway's worker threads, nginx's model: one single-threaded runtime per core, each
+//! accepting on its own `SO_REUSEPORT` socket of the same port. A connection, its requests, and the backend
 //! connections they use stay on the thread that accepted it, so a proxied request wakes no
 //! other thread. On 2 cores this doubled requests/s against one multi-threaded runtime,
 //! where a request crossed threads about three times (`docs/BENCHMARKS.md`).
@@ -20,19 +20,17 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` workers on `listener` (a non-blocking std socket; each worker
-    /// registers its own handle of it). Each serves until `shutdown`, then gives open
-    /// connections up to `grace`.
+    /// Starts one worker per listener (non-blocking std sockets, registered by the worker
+    /// that owns it). Each serves until `shutdown`, then gives open connections up to
+    /// `grace`.
     pub fn start(
-        count: usize,
-        listener: &std::net::TcpListener,
+        listeners: Vec<std::net::TcpListener>,
         make_app: MakeApp,
         shutdown: &Shutdown,
         grace: std::time::Duration,
     ) -> std::io::Result<Self> {
-        let mut threads = Vec::with_capacity(count);
-        for index in 0..count {
-            let listener = listener.try_clone()?;
+        let mut threads = Vec::with_capacity(listeners.len());
+        for (index, listener) in listeners.into_iter().enumerate() {
             let make_app = make_app.clone();
             let shutdown = shutdown.clone();
             let failed = shutdown.clone();

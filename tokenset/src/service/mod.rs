@@ -23,6 +23,6 @@ pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
 pub use policy::{OPERATOR_MODULE, PolicyMode};
 pub use serve::{
     H2C_MAX_CONCURRENT_STREAMS, LISTEN_BACKLOG, Protocols, Shutdown, bind_listener,
-    serve_until_shutdown,
+    bind_reuseport_listeners, serve_until_shutdown,
 };
 pub use telemetry::{LogFilterError, init_json_logs, init_json_logs_with_filter};
