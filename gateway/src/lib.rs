@@ -77,16 +77,21 @@ impl Gateway {
 /// connection: ~13 KiB more RSS per open event stream (measured with `vx11-bench sse`).
 pub const UPSTREAM_READ_BUFFER: usize = 8 * 1024;
 
-/// A pooled HTTP/1.1 client with keep-alive to the backends.
-pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
+/// How both clients connect to a backend: bounded connect time, no Nagle delay.
+fn backend_connector(connect_timeout: Duration) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
+    connector
+}
+
+/// A pooled HTTP/1.1 client with keep-alive to the backends.
+pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(4096)
         .http1_max_buf_size(UPSTREAM_READ_BUFFER)
-        .build(connector)
+        .build(backend_connector(connect_timeout))
 }
 
 /// An event stream's receive window at the gateway: what a backend may send ahead of a
@@ -102,9 +107,6 @@ pub const H2C_CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 /// connection per backend, ~20 KiB less per stream than an HTTP/1.1 connection each
 /// (`docs/BENCHMARKS.md`). Pings find a backend that vanished without closing.
 pub fn stream_client(connect_timeout: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
@@ -114,7 +116,7 @@ pub fn stream_client(connect_timeout: Duration) -> UpstreamClient {
         .http2_keep_alive_interval(Duration::from_secs(20))
         .http2_keep_alive_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector)
+        .build(backend_connector(connect_timeout))
 }
 
 /// The gateway's routes: `/health`, `/ready`, `/<module>/api[/*]` behind the token check,

@@ -19,6 +19,7 @@ use tower::Service;
 use vx11_tokenset::service::{RequestRecord, authenticate};
 
 use crate::Gateway;
+use crate::policy::Module;
 use crate::proxy;
 
 /// The route label of a request to a module that is not routed (bounded, unlike the path).
@@ -53,10 +54,12 @@ impl Service<Request> for GatewayService {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if module_of(request.uri().path()).is_some() {
-            Box::pin(module_api(self.gateway.clone(), request))
-        } else {
-            Box::pin(self.other.call(request))
+        match module_of(request.uri().path()) {
+            Some(name) => {
+                let module = self.gateway.modules.get(name).cloned();
+                Box::pin(module_api(self.gateway.clone(), module, request))
+            }
+            None => Box::pin(self.other.call(request)),
         }
     }
 }
@@ -68,13 +71,16 @@ pub fn module_of(path: &str) -> Option<&str> {
     (!module.is_empty() && (after_api.is_empty() || after_api.starts_with('/'))).then_some(module)
 }
 
-/// The token check, then the module (proxied, off by policy, or unknown); counted and
-/// logged like every other route.
-async fn module_api(gateway: Arc<Gateway>, request: Request) -> Result<Response, Infallible> {
+/// The token check, then the module (proxied, off by policy, or `None`: not routed);
+/// counted and logged like every other route.
+async fn module_api(
+    gateway: Arc<Gateway>,
+    module: Option<Arc<Module>>,
+    request: Request,
+) -> Result<Response, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let module = module_of(uri.path()).and_then(|name| gateway.modules.get(name).cloned());
     let mut response = match authenticate(&gateway.store, request.headers(), uri.query()) {
         Ok(who) => {
             let mut response = match &module {
