@@ -54,11 +54,6 @@ impl HttpMetrics {
     }
 }
 
-/// A route name a handler sets on its response when the matched path is not specific
-/// enough (the gateway names the module).
-#[derive(Debug, Clone, Copy)]
-pub struct RouteLabel(pub &'static str);
-
 /// One request as the access log and the request metrics see it.
 #[derive(Debug)]
 pub struct RequestRecord<'a> {
@@ -114,10 +109,9 @@ pub async fn access_log(
     let method = request.method().clone();
     let uri = request.uri().clone();
     let response = next.run(request).await;
-    let route = match (response.extensions().get::<RouteLabel>(), &matched) {
-        (Some(label), _) => Cow::Borrowed(label.0),
-        (None, Some(path)) => Cow::Owned(path.as_str().to_owned()),
-        (None, None) => Cow::Borrowed("unmatched"),
+    let route = match &matched {
+        Some(path) => Cow::Owned(path.as_str().to_owned()),
+        None => Cow::Borrowed("unmatched"),
     };
     metrics.record(RequestRecord {
         started,

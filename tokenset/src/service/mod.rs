@@ -13,7 +13,7 @@ mod policy;
 mod serve;
 mod telemetry;
 
-pub use access::{HttpMetrics, RequestRecord, RouteLabel, access_log, require_token};
+pub use access::{HttpMetrics, RequestRecord, access_log, require_token};
 pub use access_line::{AccessLine, access_log_enabled};
 pub use api_error::{ApiError, ErrorCode};
 pub use auth::{Authenticated, authenticate};
