@@ -1,8 +1,9 @@
 //! The gateway's worker threads, nginx's model: one single-threaded runtime per core, each
-//! accepting on its own `SO_REUSEPORT` socket of the same port. A connection, its requests, and the backend
-//! connections they use stay on the thread that accepted it, so a proxied request wakes no
-//! other thread. On 2 cores this doubled requests/s against one multi-threaded runtime,
-//! where a request crossed threads about three times (`docs/BENCHMARKS.md`).
+//! accepting on its own `SO_REUSEPORT` socket of the same port. A connection, its requests,
+//! and the backend connections they use stay on the thread that accepted it, so a proxied
+//! request wakes no other thread. On 2 cores this doubled requests/s against one
+//! multi-threaded runtime, where a request crossed threads about three times
+//! (`docs/BENCHMARKS.md`).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,7 +14,7 @@ use vx11_tokenset::service::{Protocols, Shutdown, serve_until_shutdown};
 /// What every worker needs to build its own service (its own backend connection pools).
 pub type MakeApp = Arc<dyn Fn() -> GatewayService + Send + Sync>;
 
-/// Worker threads serving one listening socket until shutdown.
+/// Worker threads, each serving its own listener until shutdown.
 #[derive(Debug)]
 pub struct Workers {
     threads: Vec<JoinHandle<std::io::Result<()>>>,
