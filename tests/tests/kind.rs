@@ -2,6 +2,9 @@
 //! built and loaded, the chart installed with helm, the gateway reached at localhost:8000.
 //! It needs Docker and kind; where they are missing it says so and does nothing else.
 
+// Test code: a failed step fails the test (the workspace denies these outside tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! directory updated exactly as kubelet updates a Secret volume: the seed's five cases,
 //! rotation without restart under load, error answers, 1 000 streams, no token in any log.
 
+// Test code: a failed step fails the test (the workspace denies these outside tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
