@@ -5,7 +5,14 @@
 //! believe they won. A leader that cannot renew within the renew deadline stops (the process
 //! exits and is restarted as a standby); one that shuts down releases the Lease at once.
 //!
-//! No crate fitted kube 5 when this was written; this is small enough to read in one sitting.
+//! Why not a crate: `kube-lease-manager` 0.13.1 (the newest, checked 2026-12) does build on
+//! kube 5 / k8s-openapi 0.29, but does not keep what `controller/tests/control_plane/
+//! crash_and_leader.rs` and this module rely on: it takes the Lease's `renewTime +
+//! leaseDurationSeconds` as the expiry on the standby's clock (skew between nodes moves the
+//! takeover), its watch loop logs a failed renewal and keeps reporting leadership until a
+//! renewal succeeds (here a leader stops once renewals have failed for the renew deadline,
+//! before a standby may take over), and it counts the lease in whole seconds and panics on
+//! parameters out of range. This file is small enough to read in one sitting.
 
 use std::time::{Duration, Instant};
 
