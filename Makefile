@@ -16,7 +16,7 @@ lint: controlplane
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	@"$$(bash tests/controlplane/build.sh 2>/dev/null | tail -n 1)/helm" lint --strict charts/vx11
-	@bash tests/render-manifests.sh --check 2>/dev/null
+	@bash tests/render-manifests.sh --check
 
 ## controlplane: build (first time ~20 min) or reuse the cached kube-apiserver, etcd, helm
 controlplane:

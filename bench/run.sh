@@ -147,7 +147,7 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
 {
   echo "**Machine:** $(nproc) CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(uname -sr); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)."
-  echo "**Run:** $(date -u +%Y-%m-%dT%H:%MZ), git $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- gateway tokenset bench || echo ' (+ local changes)'); $(nginx -v 2>&1 | sed 's/.*: //'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'); wrk runs of ${DURATION} s, ${ROUNDS} round(s), ${CONNS} connections."
+  echo "**Run:** $(date -u +%Y-%m-%dT%H:%MZ), git $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- gateway service tokenset bench || echo ' (+ local changes)'); $(nginx -v 2>&1 | sed 's/.*: //'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'); wrk runs of ${DURATION} s, ${ROUNDS} round(s), ${CONNS} connections."
 } >"$RESULTS/machine.txt"
 
 step "fixtures: 100 tokens (digests for vx11, plaintext map for nginx)"

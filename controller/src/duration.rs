@@ -1,37 +1,13 @@
 //! Durations as the CRD writes them: `24h`, `10m`, `1h30m`, `45s` (see
-//! [`crate::crd::DURATION_PATTERN`]). Config flags use the same form.
+//! [`crate::crd::DURATION_PATTERN`]). Config flags use the same parser as every other
+//! binary's settings ([`vx11_service::parse_duration`], which also takes `500ms`).
 
 use std::time::Duration;
 
-/// Parses hours, minutes and seconds, each optional, in that order; at least one present.
+/// Parses hours, minutes and seconds (and milliseconds), each optional, in that order; at
+/// least one present.
 pub fn parse(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("`{text}` is not a duration like 24h, 10m, 1h30m or 45s");
-    let mut rest = text;
-    let mut seconds: u64 = 0;
-    let mut last_unit = 0; // 1 = h, 2 = m, 3 = s: units must come in that order
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 6 || digits == rest.len() {
-            return Err(invalid());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
-        let (unit, factor) = match rest.as_bytes()[digits] {
-            b'h' => (1, 3600),
-            b'm' => (2, 60),
-            b's' => (3, 1),
-            _ => return Err(invalid()),
-        };
-        if unit <= last_unit {
-            return Err(invalid());
-        }
-        last_unit = unit;
-        seconds += number * factor;
-        rest = &rest[digits + 1..];
-    }
-    Ok(Duration::from_secs(seconds))
+    vx11_service::parse_duration(text)
 }
 
 /// `chrono::Duration` for time arithmetic on timestamps.

@@ -6,19 +6,21 @@
 //!   token, for the clients that present it.
 //!
 //! Modules: [`crd`] (the resource), [`plan`] (what the Secrets should hold: pure, unit
-//! tested), [`state`] (how that state is kept in and read back from the Secrets),
-//! [`status`] (the resource's status from a plan), [`controller`] (the I/O: reconcile,
-//! events, status writes), [`leader`] (Lease election),
-//! [`permissions`] (RBAC preflight), [`metrics`], [`telemetry`], [`config`].
+//! tested, one file per rule), [`state`] (how that state is kept in and read back from the
+//! Secrets), [`status`] (the resource's status from a plan), [`reconcile`] (the I/O of one
+//! reconcile: reads, writes, events, status), [`run`] (the process: probes, leader
+//! election, the controllers), [`leader`] (Lease election), [`permissions`] (RBAC
+//! preflight), [`metrics`], [`telemetry`], [`config`].
 
 pub mod config;
-pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod leader;
 pub mod metrics;
 pub mod permissions;
 pub mod plan;
+pub mod reconcile;
+pub mod run;
 pub mod state;
 pub mod status;
 pub mod telemetry;

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(vx11_controller::controller::run(settings)) {
+    match runtime.block_on(vx11_controller::run::run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, reason = error.metric_label(), "vx11-controller stopped");

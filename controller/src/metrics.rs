@@ -204,7 +204,7 @@ pub fn router(registry: Arc<Registry>, ready: Arc<Readiness>) -> Router {
             }),
         )
         .with_state(ready);
-    vx11_tokenset::service::metrics_router(registry).merge(probes)
+    vx11_service::metrics_router(registry).merge(probes)
 }
 
 #[cfg(test)]

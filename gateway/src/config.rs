@@ -1,13 +1,12 @@
 //! The gateway's settings: each one a flag and an environment variable of the same name.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use vx11_service::{ServiceSettings, SettingError, parse_duration};
 
-use crate::policy::{Modules, PolicyMode};
-use crate::upstream::Upstream;
+use crate::modules::{Modules, Upstream};
 
 /// vx11-gateway: the public entrypoint. Checks the token of every `/<module>/api/*` request
 /// and streams it, unchanged, to the module's backend.
@@ -26,14 +25,8 @@ pub struct Args {
     )]
     pub operator_backend_url: String,
 
-    /// Directory the token Secret is mounted at (holds `tokens.json` or a plain `tokens`).
-    #[arg(long, env = "VX11_TOKENS_DIR", default_value = "/var/run/vx11/tokens")]
-    pub tokens_dir: PathBuf,
-
-    /// Policy mode: `solo_madre` serves only `operator` and `madre`; `full` serves every
-    /// configured module.
-    #[arg(long, env = "VX11_POLICY_MODE", default_value = "solo_madre")]
-    pub policy_mode: PolicyMode,
+    #[command(flatten)]
+    pub service: ServiceSettings,
 
     /// Other modules, `name=url,...` (e.g. `madre=http://madre:8001,switch=http://switch:8002`).
     #[arg(long, env = "VX11_MODULES", default_value = "")]
@@ -46,61 +39,40 @@ pub struct Args {
     #[arg(long, env = "VX11_H2C_STREAMS", default_value = "operator")]
     pub h2c_streams: String,
 
-    /// Address of the Prometheus `/metrics` listener.
-    #[arg(long, env = "VX11_METRICS_ADDR", default_value = "0.0.0.0:9090")]
-    pub metrics_addr: SocketAddr,
-
-    /// Re-read the token directory this often even without a file event.
-    #[arg(long, env = "VX11_TOKENS_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
-    pub tokens_poll_interval: Duration,
-
     /// Give up connecting to a backend after this long (answer 502). Above 1 s, so a SYN
     /// the kernel dropped and retransmits after 1 s still connects.
-    #[arg(long, env = "VX11_UPSTREAM_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "VX11_UPSTREAM_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub upstream_connect_timeout: Duration,
 
     /// Give up waiting for a backend's response headers after this long (answer 504).
-    #[arg(long, env = "VX11_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "VX11_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 
     /// End a response body (an SSE stream too) that sends nothing for this long.
-    #[arg(long, env = "VX11_UPSTREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "VX11_UPSTREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
 
     /// Largest request body passed on, in bytes (larger ones get 413).
     #[arg(long, env = "VX11_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: u64,
 
-    /// Log filter, in `RUST_LOG` syntax (e.g. `info`, `vx11_gateway=debug`); logs are JSON
-    /// lines on stderr.
-    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
-    pub log_filter: String,
-
     /// Worker threads, each a single-threaded runtime accepting on the shared port
     /// (default: the CPUs this process may use).
     #[arg(long, env = "VX11_WORKERS")]
     pub workers: Option<usize>,
-
-    /// On SIGTERM, wait this long for in-flight requests before closing connections.
-    #[arg(long, env = "VX11_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub shutdown_grace: Duration,
 }
 
 /// Checked settings.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
-    pub tokens_dir: PathBuf,
-    pub tokens_poll_interval: Duration,
-    pub policy_mode: PolicyMode,
+    /// Tokens, metrics, policy, logs, shutdown: as the operator backend takes them.
+    pub service: ServiceSettings,
     pub modules: Modules,
     pub upstream_connect_timeout: Duration,
     pub upstream_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     pub max_body_bytes: u64,
-    pub shutdown_grace: Duration,
-    pub log_filter: String,
     pub workers: usize,
 }
 
@@ -114,18 +86,20 @@ pub enum ConfigError {
     H2cStreams(String),
     #[error("{name} must be more than zero")]
     Zero { name: &'static str },
+    #[error(transparent)]
+    Setting(#[from] SettingError),
 }
 
 impl Config {
     pub fn from_args(args: Args) -> Result<Self, ConfigError> {
         let operator =
             Upstream::parse(&args.operator_backend_url).map_err(ConfigError::OperatorBackendUrl)?;
-        let modules = Modules::parse(operator, &args.modules, args.policy_mode)
+        args.service.check()?;
+        let modules = Modules::parse(operator, &args.modules, args.service.policy_mode)
             .map_err(ConfigError::Modules)?
             .with_h2c_streams(&args.h2c_streams)
             .map_err(ConfigError::H2cStreams)?;
         for (name, value) in [
-            ("VX11_TOKENS_POLL_INTERVAL", args.tokens_poll_interval),
             (
                 "VX11_UPSTREAM_CONNECT_TIMEOUT",
                 args.upstream_connect_timeout,
@@ -150,17 +124,12 @@ impl Config {
         Ok(Self {
             workers: args.workers.unwrap_or_else(crate::workers::default_count),
             addr: args.addr,
-            metrics_addr: args.metrics_addr,
-            tokens_dir: args.tokens_dir,
-            tokens_poll_interval: args.tokens_poll_interval,
-            policy_mode: args.policy_mode,
+            service: args.service,
             modules,
             upstream_connect_timeout: args.upstream_connect_timeout,
             upstream_timeout: args.upstream_timeout,
             upstream_idle_timeout: args.upstream_idle_timeout,
             max_body_bytes: args.max_body_bytes,
-            shutdown_grace: args.shutdown_grace,
-            log_filter: args.log_filter,
         })
     }
 }
@@ -168,6 +137,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modules::PolicyMode;
+    use std::path::PathBuf;
 
     fn parse(flags: &[&str]) -> Result<Config, String> {
         let args =
@@ -180,9 +151,12 @@ mod tests {
     fn defaults_follow_the_design() {
         let config = parse(&[]).unwrap();
         assert_eq!(config.addr.to_string(), "0.0.0.0:8000");
-        assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:9090");
-        assert_eq!(config.tokens_dir, PathBuf::from("/var/run/vx11/tokens"));
-        assert_eq!(config.policy_mode, PolicyMode::SoloMadre);
+        assert_eq!(config.service.metrics_addr.to_string(), "0.0.0.0:9090");
+        assert_eq!(
+            config.service.tokens_dir,
+            PathBuf::from("/var/run/vx11/tokens")
+        );
+        assert_eq!(config.service.policy_mode, PolicyMode::SoloMadre);
         assert!(config.modules.get("operator").unwrap().streams_over_h2c);
         let config = parse(&["--h2c-streams", "", "--modules", "madre=http://m:1"]).unwrap();
         assert!(!config.modules.get("operator").unwrap().streams_over_h2c);

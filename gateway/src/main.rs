@@ -7,10 +7,8 @@ use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::workers::{MakeApp, Workers};
 use vx11_gateway::{Gateway, app};
-use vx11_tokenset::service::{
-    Shutdown, bind_listener, bind_reuseport_listeners, init_json_logs_with_filter, serve_metrics,
-};
-use vx11_tokenset::{LegacyTokens, TokenWatcher, WatchConfig};
+use vx11_service::{bind_reuseport_listeners, init_json_logs_with_filter, start};
+use vx11_tokenset::LegacyTokens;
 
 /// This runtime only handles signals and `/metrics`; requests are served by the workers'
 /// own runtimes ([`Workers`]).
@@ -30,7 +28,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = init_json_logs_with_filter(&config.log_filter) {
+    if let Err(error) = init_json_logs_with_filter(&config.service.log_filter) {
         eprintln!("Invalid configuration: RUST_LOG: {error}");
         return ExitCode::from(2);
     }
@@ -45,34 +43,24 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
-    let mut watch = WatchConfig::new(&config.tokens_dir);
-    watch.poll_interval = config.tokens_poll_interval;
-    let watcher = TokenWatcher::start(watch, legacy)?;
-    let store = watcher.store().clone();
-
+    let started = start(&config.service, legacy).await?;
+    let store = started.store.clone();
     let listeners = bind_reuseport_listeners(config.addr, "VX11_GATEWAY_ADDR", config.workers)?;
-    let metrics_listener = bind_listener(config.metrics_addr, "VX11_METRICS_ADDR")?;
     let mut registry = Registry::default();
     let metrics = GatewayMetrics::register(&mut registry, store.clone());
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
 
     let snapshot = store.snapshot();
     tracing::info!(
         addr = %listeners[0].local_addr()?,
-        metrics_addr = %metrics_listener.local_addr()?,
-        mode = %config.policy_mode,
+        metrics_addr = %started.metrics_listener.local_addr()?,
+        mode = %config.service.policy_mode,
         workers = config.workers,
         modules = ?config.modules.names(),
         tokens = snapshot.set.len(),
         generation = ?snapshot.generation,
         "vx11-gateway listening"
     );
-    tokio::spawn(serve_metrics(
-        metrics_listener,
-        Arc::new(registry),
-        shutdown.clone(),
-    ));
+    let (watcher, shutdown) = started.serve_metrics(Arc::new(registry));
     let listeners = listeners
         .into_iter()
         .map(tokio::net::TcpListener::into_std)
@@ -88,7 +76,12 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
             )))
         })
     };
-    let workers = Workers::start(listeners, make_app, &shutdown, config.shutdown_grace)?;
+    let workers = Workers::start(
+        listeners,
+        make_app,
+        &shutdown,
+        config.service.shutdown_grace,
+    )?;
     tokio::task::spawn_blocking(move || workers.join())
         .await
         .map_err(std::io::Error::other)??;

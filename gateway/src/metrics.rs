@@ -8,8 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use vx11_service::{HttpMetrics, TokenMetrics};
 use vx11_tokenset::TokenStore;
-use vx11_tokenset::service::{HttpMetrics, TokenMetrics};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModuleLabel {

@@ -1,24 +1,23 @@
-//! `/<module>/api/*`: the policy decision, then the request streamed to the module's
-//! backend unchanged (method, path, query, body, the token as presented) and the response
-//! streamed back.
+//! The third step of `/<module>/api/*`, for a module that is on: the request made ready for
+//! the backend, unchanged in what matters (method, path, query, body, the token as
+//! presented; hop-by-hop headers dropped, `X-Forwarded-*` added, the body limited), handed
+//! to [`crate::upstream`], and the response head made ready for the client, its body
+//! streamed back through [`crate::body`].
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Version};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{LengthLimitError, Limited};
-use serde_json::json;
-use vx11_tokenset::service::{ApiError, drain_refused_body};
+use http_body_util::Limited;
+use vx11_service::{ApiError, ErrorCode, content_length, drain_refused_body, expects_continue};
 
-use crate::Gateway;
 use crate::body::{OpenStream, ProxiedBody};
-use crate::metrics::{ModuleLabel, UpstreamErrorLabels};
-use crate::policy::Module;
+use crate::gateway::Gateway;
+use crate::modules::Module;
+use crate::upstream::NotSent;
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -32,40 +31,8 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// A routed module's request: proxied, or answered `OFF_BY_POLICY`.
-pub async fn to_module(gateway: &Gateway, module: &Module, request: Request) -> Response {
-    if module.on {
-        proxy(gateway, module, request).await
-    } else {
-        off_by_policy(gateway, module)
-    }
-}
-
-/// 404 for `/<name>/api/*` when no module `name` is routed.
-pub fn unknown_module(gateway: &Gateway, path: &str) -> Response {
-    let name = crate::routes::module_of(path).unwrap_or_default();
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "unknown_module",
-        format!(
-            "no module `{name}`; this gateway routes: {}",
-            gateway.modules.names().join(", ")
-        ),
-    )
-    .into_response()
-}
-
-fn off_by_policy(gateway: &Gateway, module: &Module) -> Response {
-    Json(json!({
-        "status": "OFF_BY_POLICY",
-        "module": &*module.name,
-        "mode": gateway.mode.as_str(),
-        "readonly": true,
-    }))
-    .into_response()
-}
-
-async fn proxy(gateway: &Gateway, module: &Module, request: Request) -> Response {
+/// Streams `request` to `module`'s backend and the response back.
+pub async fn forward(gateway: &Gateway, module: &Module, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     if let Some(length) = content_length(&parts.headers)
         && length > gateway.max_body_bytes
@@ -80,7 +47,7 @@ async fn proxy(gateway: &Gateway, module: &Module, request: Request) -> Response
         Err(_) => {
             return ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                ErrorCode::BadRequest,
                 "the request path cannot be forwarded",
             )
             .into_response();
@@ -107,53 +74,17 @@ async fn proxy(gateway: &Gateway, module: &Module, request: Request) -> Response
         Body::new(Limited::new(body, gateway.max_body_bytes as usize)),
     );
 
-    let client = if module.streams_over_h2c && accepts_event_stream(upstream_request.headers()) {
-        &gateway.stream_client
-    } else {
-        &gateway.client
-    };
-    let started = Instant::now();
-    let sent =
-        tokio::time::timeout(gateway.upstream_timeout, client.request(upstream_request)).await;
+    let over_h2c = module.streams_over_h2c && accepts_event_stream(upstream_request.headers());
     let metrics = &gateway.metrics;
-    let response = match sent {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => {
-            if caused_by_length_limit(&error) {
-                return too_large(gateway.max_body_bytes);
-            }
-            count_error(gateway, module, "unavailable");
-            let reason = root_cause(&error);
-            tracing::warn!(module = %module.name, backend = %module.upstream.url, %reason, "backend unavailable");
-            return ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "backend_unavailable",
-                format!(
-                    "the `{}` backend at {} is not reachable ({reason}); retry, and check that it is running",
-                    module.name, module.upstream.url
-                ),
-            )
-            .into_response();
-        }
-        Err(_) => {
-            count_error(gateway, module, "timeout");
-            return ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "backend_timeout",
-                format!(
-                    "the `{}` backend at {} sent no response within {:?} (VX11_UPSTREAM_TIMEOUT)",
-                    module.name, module.upstream.url, gateway.upstream_timeout
-                ),
-            )
-            .into_response();
-        }
+    let response = match gateway
+        .upstreams
+        .send(module, upstream_request, over_h2c, metrics)
+        .await
+    {
+        Ok(response) => response,
+        Err(NotSent::BodyTooLarge) => return too_large(gateway.max_body_bytes),
+        Err(NotSent::Refused(answer)) => return answer,
     };
-    metrics
-        .upstream_seconds
-        .get_or_create(&ModuleLabel {
-            module: module.name.to_string(),
-        })
-        .observe(started.elapsed().as_secs_f64());
 
     let (mut parts, incoming) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -170,39 +101,13 @@ async fn proxy(gateway: &Gateway, module: &Module, request: Request) -> Response
     Response::from_parts(parts, Body::new(body))
 }
 
-fn count_error(gateway: &Gateway, module: &Module, kind: &'static str) {
-    gateway
-        .metrics
-        .upstream_errors
-        .get_or_create(&UpstreamErrorLabels {
-            module: module.name.to_string(),
-            kind,
-        })
-        .inc();
-}
-
 fn too_large(limit: u64) -> Response {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         format!("request bodies are limited to {limit} bytes (VX11_MAX_BODY_BYTES)"),
     )
     .into_response()
-}
-
-fn expects_continue(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// The client asks for an event stream (EventSource always sends this).
@@ -247,26 +152,6 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(name, value);
     }
-}
-
-fn caused_by_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.is::<LengthLimitError>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
-}
-
-/// The innermost cause (e.g. "Connection refused (os error 111)").
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(next) = current.source() {
-        current = next;
-    }
-    current.to_string()
 }
 
 #[cfg(test)]

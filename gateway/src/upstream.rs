@@ -1,90 +1,189 @@
-//! A backend's base URL.
+//! Sending a request on to a module's backend: the two pooled clients (HTTP/1.1, and h2c
+//! for event streams), the time allowed for the response head, and the answers when the
+//! backend is down or slow.
 
-use hyper::Uri;
-use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use std::time::{Duration, Instant};
 
-/// Where a module's requests go: scheme and authority; the request's own path and query
-/// are kept as they are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    pub url: String,
-    authority: Authority,
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use http_body_util::LengthLimitError;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use vx11_service::{ApiError, ErrorCode};
+
+use crate::metrics::{GatewayMetrics, ModuleLabel, UpstreamErrorLabels};
+use crate::modules::Module;
+
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+/// Read buffer of a backend connection, and so the largest response head a backend may
+/// send (nginx's `proxy_buffer_size` is 4 or 8 KiB). hyper's default buffer grows to 16 KiB
+/// and more after one large read (an SSE replay) and keeps that size for the life of the
+/// connection: ~13 KiB more RSS per open event stream (measured with `vx11-bench sse`).
+pub const UPSTREAM_READ_BUFFER: usize = 8 * 1024;
+
+/// An event stream's receive window at the gateway: what a backend may send ahead of a
+/// client that reads slowly (HTTP/1.1 has the socket buffers for that). hyper's 2 MiB
+/// default would let one stalled client hold 2 MiB here.
+pub const H2C_STREAM_WINDOW: u32 = 64 * 1024;
+
+/// The connection's receive window, shared by all its streams: large enough that stalled
+/// streams, each capped by [`H2C_STREAM_WINDOW`], never stop the others (h2's maximum).
+pub const H2C_CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+
+/// How both clients connect to a backend: bounded connect time, no Nagle delay.
+fn backend_connector(connect_timeout: Duration) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector
 }
 
-impl Upstream {
-    /// Accepts `http://host[:port]` (a trailing `/` is fine); in-cluster traffic is plain
-    /// HTTP behind the NetworkPolicy.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| format!("`{url}` is not a URL; expected http://host:port"))?;
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err(format!("`{url}`: only http:// backends are supported"));
+/// A pooled HTTP/1.1 client with keep-alive to the backends.
+pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(4096)
+        .http1_max_buf_size(UPSTREAM_READ_BUFFER)
+        .build(backend_connector(connect_timeout))
+}
+
+/// An HTTP/2 (h2c, prior knowledge) client: every event stream of a worker on one
+/// connection per backend, ~20 KiB less per stream than an HTTP/1.1 connection each
+/// (`docs/BENCHMARKS.md`). Pings find a backend that vanished without closing.
+pub fn stream_client(connect_timeout: Duration) -> UpstreamClient {
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .http2_only(true)
+        .http2_initial_stream_window_size(H2C_STREAM_WINDOW)
+        .http2_initial_connection_window_size(H2C_CONNECTION_WINDOW)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .http2_keep_alive_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(backend_connector(connect_timeout))
+}
+
+/// The backends as one worker reaches them.
+#[derive(Debug)]
+pub struct Upstreams {
+    pub client: UpstreamClient,
+    /// Event streams of modules with `streams_over_h2c`.
+    pub stream_client: UpstreamClient,
+    /// Time allowed for a response head (`VX11_UPSTREAM_TIMEOUT`).
+    pub timeout: Duration,
+}
+
+/// Why a request got no response from its backend.
+#[derive(Debug)]
+pub enum NotSent {
+    /// The request body went over the limit while it was being sent.
+    BodyTooLarge,
+    /// The backend is down or slow: the answer for the client (502 or 504).
+    Refused(Response),
+}
+
+impl Upstreams {
+    pub fn new(connect_timeout: Duration, timeout: Duration) -> Self {
+        Self {
+            client: upstream_client(connect_timeout),
+            stream_client: stream_client(connect_timeout),
+            timeout,
         }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("`{url}` has no host; expected http://host:port"))?;
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(format!(
-                "`{url}` has a path or query; give only http://host:port (requests keep their own path)"
-            ));
-        }
-        Ok(Self {
-            url: url.trim_end_matches('/').to_owned(),
-            authority,
-        })
     }
 
-    /// The backend URI for a request's path and query.
-    pub fn uri_for(
+    /// Sends `request` to `module`'s backend (an event stream of a module with
+    /// `streams_over_h2c` on the h2c client: `over_h2c`) and waits for the response head;
+    /// counts the wait and the failures.
+    pub async fn send(
         &self,
-        path_and_query: Option<&PathAndQuery>,
-    ) -> Result<Uri, hyper::http::Error> {
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query.map_or("/", PathAndQuery::as_str))
-            .build()
-    }
-
-    pub fn authority(&self) -> &Authority {
-        &self.authority
+        module: &Module,
+        request: hyper::Request<Body>,
+        over_h2c: bool,
+        metrics: &GatewayMetrics,
+    ) -> Result<hyper::Response<Incoming>, NotSent> {
+        let client = if over_h2c {
+            &self.stream_client
+        } else {
+            &self.client
+        };
+        let started = Instant::now();
+        match tokio::time::timeout(self.timeout, client.request(request)).await {
+            Ok(Ok(response)) => {
+                metrics
+                    .upstream_seconds
+                    .get_or_create(&ModuleLabel {
+                        module: module.name.to_string(),
+                    })
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(response)
+            }
+            Ok(Err(error)) => {
+                if caused_by_length_limit(&error) {
+                    return Err(NotSent::BodyTooLarge);
+                }
+                count_error(metrics, module, "unavailable");
+                let reason = root_cause(&error);
+                tracing::warn!(module = %module.name, backend = %module.upstream.url, %reason, "backend unavailable");
+                Err(NotSent::Refused(
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        ErrorCode::BackendUnavailable,
+                        format!(
+                            "the `{}` backend at {} is not reachable ({reason}); retry, and check that it is running",
+                            module.name, module.upstream.url
+                        ),
+                    )
+                    .into_response(),
+                ))
+            }
+            Err(_) => {
+                count_error(metrics, module, "timeout");
+                Err(NotSent::Refused(
+                    ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        ErrorCode::BackendTimeout,
+                        format!(
+                            "the `{}` backend at {} sent no response within {:?} (VX11_UPSTREAM_TIMEOUT)",
+                            module.name, module.upstream.url, self.timeout
+                        ),
+                    )
+                    .into_response(),
+                ))
+            }
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn count_error(metrics: &GatewayMetrics, module: &Module, kind: &'static str) {
+    metrics
+        .upstream_errors
+        .get_or_create(&UpstreamErrorLabels {
+            module: module.name.to_string(),
+            kind,
+        })
+        .inc();
+}
 
-    #[test]
-    fn parses_and_joins() {
-        let up = Upstream::parse("http://vx11-operator-backend:8011/").unwrap();
-        let pq: PathAndQuery = "/operator/api/events/stream?token=x&follow=true"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            up.uri_for(Some(&pq)).unwrap().to_string(),
-            "http://vx11-operator-backend:8011/operator/api/events/stream?token=x&follow=true"
-        );
+fn caused_by_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
     }
+    false
+}
 
-    #[test]
-    fn refuses_what_it_cannot_serve() {
-        assert!(
-            Upstream::parse("https://x:1")
-                .unwrap_err()
-                .contains("only http://")
-        );
-        assert!(
-            Upstream::parse("http://x:1/base")
-                .unwrap_err()
-                .contains("path")
-        );
-        assert!(
-            Upstream::parse("not a url")
-                .unwrap_err()
-                .contains("not a URL")
-        );
+/// The innermost cause (e.g. "Connection refused (os error 111)").
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
     }
+    current.to_string()
 }

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::routes::GatewayService;
-use vx11_tokenset::service::{Protocols, Shutdown, serve_until_shutdown};
+use crate::dispatch::GatewayService;
+use vx11_service::{Protocols, Shutdown, serve_until_shutdown};
 
 /// What every worker needs to build its own service (its own backend connection pools).
 pub type MakeApp = Arc<dyn Fn() -> GatewayService + Send + Sync>;

@@ -1,6 +1,9 @@
 //! The gateway in-process on a loopback port, in front of a small real backend: routing,
 //! policy, every error code, streaming without buffering, limits.
 
+// Test code: a failed step fails the test (the workspace denies these outside tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use tokio::net::TcpListener;
 use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::{Gateway, app};
-use vx11_tokenset::service::{Protocols, Shutdown, serve_until_shutdown};
+use vx11_service::{Protocols, Shutdown, serve_until_shutdown};
 use vx11_tokenset::{Origin, SetEntry, TokenDigest, TokenSet, TokenStore};
 
 const TOKEN: &str = "vx11-operator-test-token";

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
-use vx11_tokenset::service::Shutdown;
+use vx11_service::Shutdown;
 use vx11_tokenset::{Origin, SetEntry, TokenDigest, TokenSet, TokenStore};
 
 use crate::config::PolicyMode;

@@ -8,7 +8,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use chrono::{SecondsFormat, Utc};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-use vx11_tokenset::service::{ApiError, Authenticated, drain_refused_body};
+use vx11_service::{
+    ApiError, Authenticated, ErrorCode, content_length, drain_refused_body, expects_continue,
+};
 
 use crate::AppState;
 use crate::events::EventKind;
@@ -48,13 +50,8 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError>
             "the request body is over {MAX_BODY_BYTES} bytes; a message may be at most {MAX_MESSAGE_BYTES} bytes"
         ))
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let waits_for_continue = headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if waits_for_continue && declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    let declared = content_length(headers);
+    if expects_continue(headers) && declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         // Answered before the body is asked for, so the client never sends it.
         return Err(body_too_large());
     }
@@ -64,7 +61,7 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError>
         let chunk = chunk.map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 "the request body could not be read",
             )
         })?;
@@ -96,7 +93,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     } else {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the message as JSON, with Content-Type: application/json",
         ))
     }
@@ -107,7 +104,7 @@ fn message_of(body: &[u8]) -> Result<String, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             format!(
                 "the body is not valid JSON ({} at line {}, column {}); send {{\"message\": \"…\"}}",
                 classify(&error),
@@ -119,21 +116,21 @@ fn message_of(body: &[u8]) -> Result<String, ApiError> {
     let message = match value.get("message") {
         None | Some(Value::Null) => {
             return Err(unprocessable(
-                "missing_message",
+                ErrorCode::MissingMessage,
                 "the body has no `message`; send {\"message\": \"…\"}",
             ));
         }
         Some(Value::String(message)) => message,
         Some(_) => {
             return Err(unprocessable(
-                "invalid_message",
+                ErrorCode::InvalidMessage,
                 "`message` must be a string",
             ));
         }
     };
     if message.trim().is_empty() {
         return Err(unprocessable(
-            "empty_message",
+            ErrorCode::EmptyMessage,
             "`message` is empty; send some text",
         ));
     }
@@ -155,10 +152,14 @@ fn classify(error: &serde_json::Error) -> &'static str {
     }
 }
 
-fn unprocessable(code: &'static str, detail: &'static str) -> ApiError {
+fn unprocessable(code: ErrorCode, detail: &'static str) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
 }
 
 fn too_large(detail: String) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "message_too_large", detail)
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::MessageTooLarge,
+        detail,
+    )
 }

@@ -2,10 +2,10 @@
 //! checked into a [`Config`] that tests build from a plain map.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
+use vx11_service::{ServiceSettings, SettingError, args_from_lookup, clap_message, parse_duration};
 use vx11_tokenset::{LegacyTokenError, LegacyTokens};
 
 /// vx11-operator-backend: health, chat and the operator event stream (SSE). Internal: only
@@ -24,27 +24,8 @@ pub struct Args {
     )]
     pub addr: SocketAddr,
 
-    /// Directory the token Secret is mounted at (holds `tokens.json` or a plain `tokens`).
-    #[arg(long, env = "VX11_TOKENS_DIR", default_value = "/var/run/vx11/tokens")]
-    pub tokens_dir: PathBuf,
-
-    /// Policy mode, reported by /operator/api/health: `solo_madre` or `full`.
-    #[arg(
-        long,
-        env = "VX11_POLICY_MODE",
-        default_value = "solo_madre",
-        value_enum
-    )]
-    pub policy_mode: PolicyMode,
-
-    /// Address of the Prometheus `/metrics` listener.
-    #[arg(long, env = "VX11_METRICS_ADDR", default_value = "0.0.0.0:9090")]
-    pub metrics_addr: SocketAddr,
-
-    /// Log filter, in `RUST_LOG` syntax (e.g. `info` or `info,vx11_operator_backend=debug`).
-    /// Logs are JSON lines on stderr.
-    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
-    pub log_filter: String,
+    #[command(flatten)]
+    pub service: ServiceSettings,
 
     /// How many recent events are kept for replay (`follow=false`) and resume
     /// (`Last-Event-ID`).
@@ -53,34 +34,21 @@ pub struct Args {
     pub event_history: u64,
 
     /// Send an SSE keep-alive comment on a quiet stream this often (e.g. `15s`, `500ms`).
-    #[arg(long, env = "VX11_SSE_KEEP_ALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "VX11_SSE_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
     pub sse_keep_alive: Duration,
-
-    /// Re-read the token directory this often even without a file event.
-    #[arg(long, env = "VX11_TOKENS_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
-    pub tokens_poll_interval: Duration,
-
-    /// On SIGTERM, wait this long for in-flight requests before closing connections
-    /// (open streams end at once).
-    #[arg(long, env = "VX11_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub shutdown_grace: Duration,
 }
 
 /// `VX11_POLICY_MODE`. The backend only reports it; the gateway enforces it.
-pub use vx11_tokenset::service::PolicyMode;
+pub use vx11_service::PolicyMode;
 
 /// Checked settings.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
-    pub tokens_dir: PathBuf,
-    pub policy_mode: PolicyMode,
-    pub log_filter: String,
+    /// Tokens, metrics, policy, logs, shutdown: as the gateway takes them.
+    pub service: ServiceSettings,
     pub event_history: usize,
     pub sse_keep_alive: Duration,
-    pub tokens_poll_interval: Duration,
-    pub shutdown_grace: Duration,
     /// Tokens from the Compose deployment's environment variables.
     pub legacy: LegacyTokens,
 }
@@ -94,33 +62,13 @@ pub enum ConfigError {
     Legacy(#[from] LegacyTokenError),
     #[error("{name} must be more than zero")]
     Zero { name: &'static str },
+    #[error(transparent)]
+    Setting(#[from] SettingError),
 }
 
 impl ConfigError {
-    /// clap's message on one line, without its "try --help" footer, naming the
-    /// environment variable of the flag it is about.
     fn from_clap(error: &clap::Error) -> Self {
-        let rendered = error.render().to_string();
-        let mut text = rendered
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        if let Some(rest) = text.strip_prefix("error: ") {
-            text = rest.to_owned();
-        }
-        let command = Args::command();
-        let var = command.get_arguments().find_map(|arg| {
-            let long = arg.get_long()?;
-            let named =
-                text.contains(&format!("'--{long} ")) || text.contains(&format!("'--{long}'"));
-            named.then(|| arg.get_env()?.to_str()).flatten()
-        });
-        if let Some(var) = var {
-            text.push_str(&format!(" (env: {var})"));
-        }
-        Self::Args(text)
+        Self::Args(clap_message::<Args>(error))
     }
 }
 
@@ -138,44 +86,24 @@ impl Config {
     /// From variables looked up by name (a plain map in tests), ignoring the process's
     /// environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let command = Args::command();
-        let mut argv = vec!["vx11-operator-backend".to_owned()];
-        for arg in command.get_arguments() {
-            let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else {
-                continue;
-            };
-            if let Some(value) = var.to_str().and_then(&lookup) {
-                argv.push(format!("--{long}={value}"));
-            }
-        }
-        let matches = command
-            .mut_args(|arg| arg.env(None::<&'static str>))
-            .try_get_matches_from(argv)
+        let args = args_from_lookup::<Args>("vx11-operator-backend", &lookup)
             .map_err(|e| ConfigError::from_clap(&e))?;
-        let args = Args::from_arg_matches(&matches).map_err(|e| ConfigError::from_clap(&e))?;
         Self::from_args(args, LegacyTokens::from_lookup(&lookup)?)
     }
 
     pub fn from_args(args: Args, legacy: LegacyTokens) -> Result<Self, ConfigError> {
-        for (name, value) in [
-            ("VX11_SSE_KEEP_ALIVE", args.sse_keep_alive),
-            ("VX11_TOKENS_POLL_INTERVAL", args.tokens_poll_interval),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError::Zero { name });
-            }
+        if args.sse_keep_alive.is_zero() {
+            return Err(ConfigError::Zero {
+                name: "VX11_SSE_KEEP_ALIVE",
+            });
         }
+        args.service.check()?;
         Ok(Self {
             addr: args.addr,
-            metrics_addr: args.metrics_addr,
-            tokens_dir: args.tokens_dir,
-            policy_mode: args.policy_mode,
-            log_filter: args.log_filter,
+            service: args.service,
             // At most 1 000 000 by the parser, so it fits.
             event_history: usize::try_from(args.event_history).unwrap_or(usize::MAX),
             sse_keep_alive: args.sse_keep_alive,
-            tokens_poll_interval: args.tokens_poll_interval,
-            shutdown_grace: args.shutdown_grace,
             legacy,
         })
     }
@@ -184,7 +112,9 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
     use std::collections::HashMap;
+    use std::path::PathBuf;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, String> {
         let map: HashMap<String, String> = vars
@@ -198,14 +128,17 @@ mod tests {
     fn defaults_follow_the_design() {
         let config = config(&[]).unwrap();
         assert_eq!(config.addr.to_string(), "0.0.0.0:8011");
-        assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:9090");
-        assert_eq!(config.tokens_dir, PathBuf::from("/var/run/vx11/tokens"));
-        assert_eq!(config.policy_mode, PolicyMode::SoloMadre);
-        assert_eq!(config.log_filter, "info");
+        assert_eq!(config.service.metrics_addr.to_string(), "0.0.0.0:9090");
+        assert_eq!(
+            config.service.tokens_dir,
+            PathBuf::from("/var/run/vx11/tokens")
+        );
+        assert_eq!(config.service.policy_mode, PolicyMode::SoloMadre);
+        assert_eq!(config.service.log_filter, "info");
         assert_eq!(config.event_history, 1000);
         assert_eq!(config.sse_keep_alive, Duration::from_secs(15));
-        assert_eq!(config.tokens_poll_interval, Duration::from_secs(2));
-        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.service.tokens_poll_interval, Duration::from_secs(2));
+        assert_eq!(config.service.shutdown_grace, Duration::from_secs(10));
         assert!(config.legacy.is_empty());
     }
 
@@ -225,14 +158,14 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.addr.to_string(), "127.0.0.1:0");
-        assert_eq!(config.metrics_addr.port(), 9191);
-        assert_eq!(config.tokens_dir, PathBuf::from("/tmp/tokens"));
-        assert_eq!(config.policy_mode, PolicyMode::Full);
-        assert_eq!(config.log_filter, "debug");
+        assert_eq!(config.service.metrics_addr.port(), 9191);
+        assert_eq!(config.service.tokens_dir, PathBuf::from("/tmp/tokens"));
+        assert_eq!(config.service.policy_mode, PolicyMode::Full);
+        assert_eq!(config.service.log_filter, "debug");
         assert_eq!(config.event_history, 5);
         assert_eq!(config.sse_keep_alive, Duration::from_millis(250));
-        assert_eq!(config.tokens_poll_interval, Duration::from_secs(1));
-        assert_eq!(config.shutdown_grace, Duration::ZERO);
+        assert_eq!(config.service.tokens_poll_interval, Duration::from_secs(1));
+        assert_eq!(config.service.shutdown_grace, Duration::ZERO);
         assert_eq!(config.legacy.iter().count(), 1);
     }
 

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Extension, State};
 use serde_json::{Value, json};
-use vx11_tokenset::service::Authenticated;
+use vx11_service::Authenticated;
 
 use crate::AppState;
 

@@ -29,8 +29,8 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
+use vx11_service::{ApiError, ErrorCode, Shutdown, access_log, health_routes, require_token};
 use vx11_tokenset::TokenStore;
-use vx11_tokenset::service::{ApiError, Shutdown, access_log, health_routes, require_token};
 
 use crate::config::{Config, PolicyMode};
 use crate::events::EventLog;
@@ -49,10 +49,10 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(config: &Config) -> Self {
         Self {
-            policy_mode: config.policy_mode,
+            policy_mode: config.service.policy_mode,
             event_history: config.event_history,
             sse_keep_alive: config.sse_keep_alive,
-            tokens_dir: config.tokens_dir.display().to_string(),
+            tokens_dir: config.service.tokens_dir.display().to_string(),
         }
     }
 }
@@ -104,7 +104,7 @@ pub fn app(state: AppState) -> Router {
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         "no such route; the operator backend serves /health, /ready, /operator/api/health, \
          /operator/api/chat, /operator/api/events and /operator/api/events/stream",
     )
@@ -113,7 +113,7 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not take that method: chat is POST, everything else GET",
     )
 }

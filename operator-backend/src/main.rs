@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use vx11_operator_backend::config::Config;
 use vx11_operator_backend::run::run;
-use vx11_tokenset::service::init_json_logs_with_filter;
+use vx11_service::init_json_logs_with_filter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -10,7 +10,7 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => return invalid(&error),
     };
-    if let Err(error) = init_json_logs_with_filter(&config.log_filter) {
+    if let Err(error) = init_json_logs_with_filter(&config.service.log_filter) {
         return invalid(&format!("RUST_LOG (--log): {error}"));
     }
     match run(config).await {

@@ -9,8 +9,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use vx11_service::{ErrorCode, HttpMetrics, TokenMetrics};
 use vx11_tokenset::TokenStore;
-use vx11_tokenset::service::{HttpMetrics, TokenMetrics};
 
 use crate::events::EventLog;
 
@@ -47,8 +47,8 @@ impl StreamEnd {
             StreamEnd::Disconnected => "disconnected",
             StreamEnd::Replayed => "replayed",
             StreamEnd::Shutdown => "shutdown",
-            StreamEnd::TokenRevoked => "token_revoked",
-            StreamEnd::TokenExpired => "expired_token",
+            StreamEnd::TokenRevoked => ErrorCode::TokenRevoked.as_str(),
+            StreamEnd::TokenExpired => ErrorCode::ExpiredToken.as_str(),
         }
     }
 }

@@ -42,7 +42,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use vx11_tokenset::service::{ApiError, Authenticated};
+use vx11_service::{ApiError, Authenticated, ErrorCode, rfc3339};
 use vx11_tokenset::{TokenStore, Verdict};
 
 use crate::AppState;
@@ -88,14 +88,15 @@ fn open(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|_| {
         bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             "the query string could not be read; it takes follow=true|false and lastEventId=<id>",
         )
     })?;
     let follow = match query.follow.as_deref() {
         None => follow_by_default,
-        Some(text) => parse_bool(text)
-            .ok_or_else(|| bad_request("invalid_follow", "`follow` must be true or false"))?,
+        Some(text) => parse_bool(text).ok_or_else(|| {
+            bad_request(ErrorCode::InvalidFollow, "`follow` must be true or false")
+        })?,
     };
     let after = resume_point(headers, query.last_event_id.as_deref())?;
     tracing::debug!(follow, after, token = %caller.fingerprint, "event stream opened");
@@ -115,7 +116,7 @@ fn parse_bool(text: &str) -> Option<bool> {
 fn resume_point(headers: &HeaderMap, query: Option<&str>) -> Result<Option<u64>, ApiError> {
     let invalid = || {
         bad_request(
-            "invalid_last_event_id",
+            ErrorCode::InvalidLastEventId,
             "Last-Event-ID (or lastEventId) must be the id of an event, a number",
         )
     };
@@ -129,7 +130,7 @@ fn resume_point(headers: &HeaderMap, query: Option<&str>) -> Result<Option<u64>,
     }
 }
 
-fn bad_request(code: &'static str, detail: &'static str) -> ApiError {
+fn bad_request(code: ErrorCode, detail: &'static str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, detail)
 }
 
@@ -363,27 +364,24 @@ impl Revoked {
     fn frame(&self, caller: &Authenticated) -> Bytes {
         let (code, detail) = match self {
             Revoked::Removed => (
-                "token_revoked",
+                ErrorCode::TokenRevoked,
                 format!(
                     "token `{}` ({}) is no longer in the token set; reconnect with a current token",
                     caller.name, caller.fingerprint
                 ),
             ),
             Revoked::Expired(at) => (
-                "expired_token",
+                ErrorCode::ExpiredToken,
                 format!(
                     "token `{}` ({}) expired at {}; reconnect with a current token",
                     caller.name,
                     caller.fingerprint,
-                    at.map_or_else(
-                        || "-".into(),
-                        |t| t.to_rfc3339_opts(SecondsFormat::Secs, true)
-                    ),
+                    rfc3339(*at),
                 ),
             ),
         };
         tracing::info!(
-            reason = code,
+            reason = code.as_str(),
             token = %caller.fingerprint,
             token_name = %caller.name,
             "event stream closed: its token is no longer valid"

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use vx11_tokenset::service::Shutdown;
+use vx11_service::Shutdown;
 use vx11_tokenset::{Origin, Snapshot, TokenStore};
 
 use crate::events::{EventKind, EventLog};

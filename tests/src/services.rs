@@ -100,6 +100,10 @@ fn build_service_binaries(profile_dir: &Path) -> std::result::Result<(), String>
 }
 
 /// A free loopback port (bound and released; good enough for tests on one machine).
+#[allow(
+    clippy::expect_used,
+    reason = "for tests: without loopback no test can run"
+)]
 pub fn free_loopback_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -18,8 +18,6 @@ pub mod kubelet_sim;
 mod legacy;
 mod plain;
 mod redact;
-#[cfg(feature = "service")]
-pub mod service;
 mod set;
 mod source;
 mod store;

@@ -1,5 +1,8 @@
 //! Hot reload against kubelet's real update sequence and the other ways a directory changes.
 
+// Test code: a failed step fails the test (the workspace denies these outside tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::fs;

@@ -2,6 +2,9 @@
 //! running as the chart's ServiceAccount with the chart's RBAC. One binary, so the tests share
 //! one link step; each test starts its own control plane.
 
+// Test code: a failed step fails the test (the workspace denies these outside tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod bench;
 mod cel;
 mod crash_and_leader;

@@ -1,6 +1,11 @@
-//! `VX11_POLICY_MODE`: which modules are on. The gateway enforces it; the backend reports it.
+//! `VX11_POLICY_MODE`: which modules are on, and the answer for one that is off. The
+//! gateway enforces it; the backend reports it. The whole policy is in this file.
 
 use std::fmt;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
 
 /// The module always routed, to `VX11_OPERATOR_BACKEND_URL`.
 pub const OPERATOR_MODULE: &str = "operator";
@@ -35,4 +40,16 @@ impl fmt::Display for PolicyMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The answer to an authenticated request for a module that `mode` switches off: 200,
+/// never 401 or 5xx, for a policy decision.
+pub fn off_by_policy(mode: PolicyMode, module: &str) -> Response {
+    Json(json!({
+        "status": "OFF_BY_POLICY",
+        "module": module,
+        "mode": mode.as_str(),
+        "readonly": true,
+    }))
+    .into_response()
 }

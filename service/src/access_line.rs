@@ -14,13 +14,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::DateTime;
 
-use crate::Fingerprint;
+use vx11_tokenset::Fingerprint;
 
 /// What one line says.
 #[derive(Debug)]
 pub struct AccessLine<'a> {
     pub method: &'a str,
-    /// Already redacted ([`crate::redact_uri`]).
+    /// Already redacted ([`vx11_tokenset::redact_uri`]).
     pub uri: &'a str,
     pub route: &'a str,
     pub status: u16,
@@ -130,7 +130,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::TokenValue;
+    use vx11_tokenset::TokenValue;
 
     fn decode(line: &AccessLine<'_>, at: SystemTime) -> serde_json::Value {
         let mut out = Vec::new();

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
-use super::ApiError;
-use crate::{Carrier, Fingerprint, TokenDigest, TokenStore, Verdict, presented_token};
+use vx11_tokenset::{Carrier, Fingerprint, TokenDigest, TokenStore, Verdict, presented_token};
+
+use crate::{ApiError, ErrorCode, rfc3339};
 
 /// Who passed the check: safe to log (name and fingerprint only).
 #[derive(Debug, Clone)]
@@ -33,7 +34,7 @@ pub fn authenticate(
         Err(malformed) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "malformed_token",
+                ErrorCode::MalformedToken,
                 malformed.to_string(),
             ));
         }
@@ -50,7 +51,7 @@ pub fn authenticate(
             expires_at: entry.expires_at,
         }),
         Verdict::Expired(entry) => Err(unauthorized(
-            "expired_token",
+            ErrorCode::ExpiredToken,
             format!(
                 "token `{}` ({}) expired at {}; read the current value from the client Secret",
                 entry.name,
@@ -59,7 +60,7 @@ pub fn authenticate(
             ),
         )),
         Verdict::NotYetValid(entry) => Err(unauthorized(
-            "invalid_token",
+            ErrorCode::InvalidToken,
             format!(
                 "token `{}` ({}) is not valid before {}",
                 entry.name,
@@ -69,11 +70,11 @@ pub fn authenticate(
         )),
         Verdict::Missing => Err(missing()),
         Verdict::Invalid if snapshot.set.is_empty() => Err(unauthorized(
-            "invalid_token",
+            ErrorCode::InvalidToken,
             "this service has no tokens loaded yet, so no token can pass; see its /ready".into(),
         )),
         Verdict::Invalid => Err(unauthorized(
-            "invalid_token",
+            ErrorCode::InvalidToken,
             format!(
                 "token {} is not in the current token set; if it was rotated, read the current value from the client Secret",
                 digest.fingerprint()
@@ -82,25 +83,18 @@ pub fn authenticate(
     }
 }
 
-fn rfc3339(time: Option<DateTime<Utc>>) -> String {
-    time.map_or_else(
-        || "-".into(),
-        |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
-    )
-}
-
 fn missing() -> ApiError {
     ApiError {
         challenge: Some(HeaderValue::from_static(REALM)),
         ..ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "missing_token",
+            ErrorCode::MissingToken,
             "this route needs a token: send it as the X-VX11-Token header, as Authorization: Bearer <token>, or as ?token= (for EventSource)",
         )
     }
 }
 
-fn unauthorized(code: &'static str, detail: String) -> ApiError {
+fn unauthorized(code: ErrorCode, detail: String) -> ApiError {
     let challenge = format!("{REALM}, error=\"invalid_token\", error_description=\"{code}\"");
     ApiError {
         challenge: HeaderValue::from_str(&challenge).ok(),
@@ -111,7 +105,7 @@ fn unauthorized(code: &'static str, detail: String) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Origin, SetEntry, TokenSet};
+    use vx11_tokenset::{Origin, SetEntry, TokenSet};
 
     fn store_with(token: &str, expires_at: Option<DateTime<Utc>>) -> TokenStore {
         let store = TokenStore::new();
@@ -141,7 +135,7 @@ mod tests {
 
         let err = authenticate(&store, &HeaderMap::new(), None).unwrap_err();
         assert_eq!(
-            (err.status, err.code),
+            (err.status, err.code.as_str()),
             (StatusCode::UNAUTHORIZED, "missing_token")
         );
         assert_eq!(err.challenge.unwrap(), REALM);
@@ -152,7 +146,7 @@ mod tests {
 
         let err = authenticate(&store, &HeaderMap::new(), Some("token=%zz")).unwrap_err();
         assert_eq!(
-            (err.status, err.code),
+            (err.status, err.code.as_str()),
             (StatusCode::BAD_REQUEST, "malformed_token")
         );
 

@@ -14,8 +14,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use super::Shutdown;
-use crate::TokenStore;
+use vx11_tokenset::TokenStore;
+
+use crate::Shutdown;
 
 /// `vx11_tokens_*`: generation, count, readiness, reloads and reload errors.
 #[derive(Debug)]

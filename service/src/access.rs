@@ -1,6 +1,8 @@
-//! The token check as middleware, and the JSON access log with request metrics.
+//! The token check and the access line with request metrics, each written once: called
+//! inline by the gateway's hot path and as axum layers by everything else.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,10 +14,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::access_line::{AccessLine, access_log_enabled};
-use super::api_error::ErrorCode;
-use super::{Authenticated, authenticate};
-use crate::{TokenStore, redact_uri};
+use vx11_tokenset::{TokenStore, redact_uri};
+
+use crate::access_line::{AccessLine, access_log_enabled};
+use crate::{Authenticated, ErrorCode, authenticate};
 
 /// Request counters shared by the access log.
 #[derive(Debug, Default)]
@@ -70,11 +72,13 @@ impl HttpMetrics {
     /// (token query parameters redacted, the token's fingerprint and name when one passed).
     pub fn record(&self, request: RequestRecord<'_>) {
         let status = request.response.status().as_u16();
-        if let Some(ErrorCode(code)) = request.response.extensions().get::<ErrorCode>()
-            && (status == 401 || code == &"malformed_token")
+        if let Some(&code) = request.response.extensions().get::<ErrorCode>()
+            && (status == 401 || code == ErrorCode::MalformedToken)
         {
             self.auth_failures
-                .get_or_create(&FailureLabels { reason: code })
+                .get_or_create(&FailureLabels {
+                    reason: code.as_str(),
+                })
                 .inc();
         }
         if access_log_enabled() {
@@ -98,21 +102,23 @@ impl HttpMetrics {
     }
 }
 
-/// Logs one JSON line per request and counts it ([`HttpMetrics::record`]).
-pub async fn access_log(
-    State(metrics): State<Arc<HttpMetrics>>,
-    matched: Option<MatchedPath>,
+/// The access line and request metrics of one request, around `answer`: the one place
+/// both services log and count a request (the gateway calls it inline for
+/// `/<module>/api/*`, [`access_log`] is the same as an axum layer).
+pub async fn with_access_line<A, F>(
+    metrics: &HttpMetrics,
+    route: Cow<'static, str>,
     request: Request,
-    next: Next,
-) -> Response {
+    answer: A,
+) -> Response
+where
+    A: FnOnce(Request) -> F,
+    F: Future<Output = Response>,
+{
     let started = Instant::now();
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let response = next.run(request).await;
-    let route = match &matched {
-        Some(path) => Cow::Owned(path.as_str().to_owned()),
-        None => Cow::Borrowed("unmatched"),
-    };
+    let response = answer(request).await;
     metrics.record(RequestRecord {
         started,
         method: &method,
@@ -123,20 +129,48 @@ pub async fn access_log(
     response
 }
 
-/// Refuses requests without a valid token; passes the rest on with [`Authenticated`] in
-/// the request's extensions (and copies it onto the response, for the access log).
-pub async fn require_token(
-    State(store): State<Arc<TokenStore>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    match authenticate(&store, request.headers(), request.uri().query()) {
+/// The token check of one request, around `answer`: refused requests are answered here;
+/// `answer` gets the request and who passed, and the response carries [`Authenticated`] in
+/// its extensions, for the access line. The one place both services check a token (the
+/// gateway calls it inline, [`require_token`] is the same as an axum layer).
+pub async fn with_token_check<A, F>(store: &TokenStore, request: Request, answer: A) -> Response
+where
+    A: FnOnce(Request, Authenticated) -> F,
+    F: Future<Output = Response>,
+{
+    match authenticate(store, request.headers(), request.uri().query()) {
         Ok(who) => {
-            request.extensions_mut().insert(who.clone());
-            let mut response = next.run(request).await;
+            let mut response = answer(request, who.clone()).await;
             response.extensions_mut().insert(who);
             response
         }
         Err(error) => error.into_response(),
     }
+}
+
+/// [`with_access_line`] as an axum layer; the route label is the matched path.
+pub async fn access_log(
+    State(metrics): State<Arc<HttpMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(path) => Cow::Owned(path.as_str().to_owned()),
+        None => Cow::Borrowed("unmatched"),
+    };
+    with_access_line(&metrics, route, request, |request| next.run(request)).await
+}
+
+/// [`with_token_check`] as an axum layer: handlers find [`Authenticated`] in the request's
+/// extensions.
+pub async fn require_token(
+    State(store): State<Arc<TokenStore>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    with_token_check(&store, request, |mut request, who| {
+        request.extensions_mut().insert(who);
+        next.run(request)
+    })
+    .await
 }

@@ -1,8 +1,10 @@
-//! Reading the rest of an oversized request body before answering 413.
+//! Request bodies over a limit: the declared length, `Expect: 100-continue`, and reading
+//! the rest of a refused body before answering 413.
 
 use std::time::Duration;
 
 use axum::body::BodyDataStream;
+use axum::http::{HeaderMap, header};
 use futures_util::StreamExt as _;
 
 /// A body over the limit is still read (and dropped) up to this size, for this long,
@@ -24,4 +26,22 @@ pub async fn drain_refused_body(mut chunks: BodyDataStream, already_read: usize)
         }
     })
     .await;
+}
+
+/// The `Content-Length` a request declares, if it is a number.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The client waits for `100 Continue` before it sends the body: a refusal sent now means
+/// the body is never sent, so there is nothing to drain.
+pub fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }

@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::TokenStore;
+use vx11_tokenset::TokenStore;
 
 /// The two public probe routes; `tokens_dir` is named in the not-ready answer.
 pub fn health_routes(store: Arc<TokenStore>, tokens_dir: String) -> Router {

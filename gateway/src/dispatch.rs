@@ -1,29 +1,40 @@
-//! What a request meets first. `/<module>/api[/…]`, nearly every request, goes straight to
-//! the token check and the proxy, with its access line and metrics written inline; the
-//! rest (`/health`, `/ready`, 404) goes through the axum router. The hot path skips axum's
-//! routing and middleware layers: each layer boxed a future and cloned a service per
-//! request, a few µs of the gateway's CPU per proxied request (`docs/BENCHMARKS.md`).
+//! The first step of a request: `/<module>/api[/…]`, nearly every request, goes to the
+//! token check ([`crate::check`]) and on to the proxy; the rest (`/health`, `/ready`, 404)
+//! goes through the axum router. The hot path skips axum's routing and middleware layers:
+//! each layer boxed a future and cloned a service per request, a few µs of the gateway's
+//! CPU per proxied request (`docs/BENCHMARKS.md`).
+//!
+//! A request's way: dispatch → check → proxy → upstream → body, and back only as the
+//! response.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use tower::Service;
-use vx11_tokenset::service::{RequestRecord, authenticate};
+use vx11_service::{ApiError, access_log, health_routes};
 
-use crate::Gateway;
-use crate::policy::Module;
-use crate::proxy;
+use crate::check::{self, Target};
+use crate::gateway::Gateway;
 
-/// The route label of a request to a module that is not routed (bounded, unlike the path).
-const UNKNOWN_MODULE_ROUTE: &str = "/{module}/api/*";
+/// The gateway's routes: `/health`, `/ready`, `/<module>/api[/*]` behind the token check,
+/// JSON 404 for the rest; every request logged and counted.
+pub fn app(gateway: Arc<Gateway>) -> GatewayService {
+    let other = Router::new()
+        .merge(health_routes(
+            gateway.store.clone(),
+            gateway.tokens_dir.clone(),
+        ))
+        .fallback(|| async { ApiError::not_found().into_response() })
+        .layer(from_fn_with_state(gateway.metrics.http.clone(), access_log));
+    GatewayService::new(gateway, other)
+}
 
 /// The gateway as one service: the module API inline, everything else by `other`.
 #[derive(Clone)]
@@ -56,8 +67,11 @@ impl Service<Request> for GatewayService {
     fn call(&mut self, request: Request) -> Self::Future {
         match module_of(request.uri().path()) {
             Some(name) => {
-                let module = self.gateway.modules.get(name).cloned();
-                Box::pin(module_api(self.gateway.clone(), module, request))
+                let target = match self.gateway.modules.get(name) {
+                    Some(module) => Target::Module(module.clone()),
+                    None => Target::Unknown(name.into()),
+                };
+                Box::pin(check::module_api(self.gateway.clone(), target, request))
             }
             None => Box::pin(self.other.call(request)),
         }
@@ -69,40 +83,6 @@ pub fn module_of(path: &str) -> Option<&str> {
     let (module, rest) = path.strip_prefix('/')?.split_once('/')?;
     let after_api = rest.strip_prefix("api")?;
     (!module.is_empty() && (after_api.is_empty() || after_api.starts_with('/'))).then_some(module)
-}
-
-/// The token check, then the module (proxied, off by policy, or `None`: not routed);
-/// counted and logged like every other route.
-async fn module_api(
-    gateway: Arc<Gateway>,
-    module: Option<Arc<Module>>,
-    request: Request,
-) -> Result<Response, Infallible> {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    let mut response = match authenticate(&gateway.store, request.headers(), uri.query()) {
-        Ok(who) => {
-            let mut response = match &module {
-                Some(module) => proxy::to_module(&gateway, module, request).await,
-                None => proxy::unknown_module(&gateway, uri.path()),
-            };
-            response.extensions_mut().insert(who);
-            response
-        }
-        Err(error) => error.into_response(),
-    };
-    let route = module.map_or(UNKNOWN_MODULE_ROUTE, |m| m.route);
-    gateway.metrics.http.record(RequestRecord {
-        started,
-        method: &method,
-        uri: &uri,
-        route: Cow::Borrowed(route),
-        response: &response,
-    });
-    // Responses are built here; nothing downstream reads extensions.
-    response.extensions_mut().clear();
-    Ok(response)
 }
 
 #[cfg(test)]

@@ -1,0 +1,42 @@
+//! What the gateway and the operator backend share around the token set: the settings
+//! both take and their start-up, the token check as an HTTP answer, the access line,
+//! JSON failures with their codes, `/health` and `/ready`, Prometheus metrics of the set,
+//! the policy mode, and serving until a graceful shutdown on SIGTERM.
+//!
+//! Layers: `vx11-tokenset` (the token format, check and reload) → this crate (HTTP
+//! plumbing) → the binaries.
+
+mod access;
+mod access_line;
+mod api_error;
+mod auth;
+mod body_limit;
+mod duration;
+mod health;
+mod metrics;
+mod policy;
+mod serve;
+pub mod settings;
+mod telemetry;
+
+pub use access::{
+    HttpMetrics, RequestRecord, access_log, require_token, with_access_line, with_token_check,
+};
+pub use access_line::{AccessLine, access_log_enabled};
+pub use api_error::{ApiError, ErrorCode, rfc3339};
+pub use auth::{Authenticated, authenticate};
+pub use body_limit::{
+    DRAIN_BYTES, DRAIN_TIME, content_length, drain_refused_body, expects_continue,
+};
+pub use duration::parse_duration;
+pub use health::health_routes;
+pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
+pub use policy::{OPERATOR_MODULE, PolicyMode, off_by_policy};
+pub use serve::{
+    H2C_MAX_CONCURRENT_STREAMS, LISTEN_BACKLOG, Protocols, Shutdown, bind_listener,
+    bind_reuseport_listeners, serve_until_shutdown,
+};
+pub use settings::{
+    ListenerLimits, ServiceSettings, SettingError, Started, args_from_lookup, clap_message, start,
+};
+pub use telemetry::{LogFilterError, init_json_logs, init_json_logs_with_filter};

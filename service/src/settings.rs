@@ -1,0 +1,176 @@
+//! The settings both services take, declared once and flattened into each binary's `Args`,
+//! and the start-up both repeat: the token watcher, the `/metrics` listener and its serving,
+//! and shutdown on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use vx11_tokenset::{LegacyTokens, TokenStore, TokenWatcher, WatchConfig};
+
+use crate::{PolicyMode, Shutdown, bind_listener, parse_duration, serve_metrics};
+
+/// Settings of the gateway and the operator backend alike. Each is a flag and an
+/// environment variable of the same name.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceSettings {
+    /// Directory the token Secret is mounted at (holds `tokens.json` or a plain `tokens`).
+    #[arg(long, env = "VX11_TOKENS_DIR", default_value = "/var/run/vx11/tokens")]
+    pub tokens_dir: PathBuf,
+
+    /// Re-read the token directory this often even without a file event.
+    #[arg(long, env = "VX11_TOKENS_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub tokens_poll_interval: Duration,
+
+    /// Policy mode: `solo_madre` switches every module off but `operator` and `madre`;
+    /// `full` switches every configured module on. The gateway enforces it; the operator
+    /// backend reports it in /operator/api/health.
+    #[arg(
+        long,
+        env = "VX11_POLICY_MODE",
+        default_value = "solo_madre",
+        value_enum
+    )]
+    pub policy_mode: PolicyMode,
+
+    /// Address of the Prometheus `/metrics` listener.
+    #[arg(long, env = "VX11_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// Log filter, in `RUST_LOG` syntax (e.g. `info` or `info,vx11_gateway=debug`); logs are
+    /// JSON lines on stderr.
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// On SIGTERM, wait this long for in-flight requests before closing connections (open
+    /// event streams end at once).
+    #[arg(long, env = "VX11_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    #[command(flatten)]
+    pub listener: ListenerLimits,
+}
+
+/// Limits of the public listener (connections, header size and time), shared by both
+/// services: the settings the hardening work adds go here, so each is declared once.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ListenerLimits {}
+
+/// A shared setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingError {
+    #[error("{name} must be more than zero")]
+    Zero { name: &'static str },
+}
+
+impl ServiceSettings {
+    /// Refuses values that parse but cannot work.
+    pub fn check(&self) -> Result<(), SettingError> {
+        if self.tokens_poll_interval.is_zero() {
+            return Err(SettingError::Zero {
+                name: "VX11_TOKENS_POLL_INTERVAL",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What [`start`] set up.
+#[derive(Debug)]
+pub struct Started {
+    /// Keeps the token set reloading; dropped last.
+    pub watcher: TokenWatcher,
+    pub store: Arc<TokenStore>,
+    pub metrics_listener: TcpListener,
+    /// Triggered by SIGTERM or SIGINT.
+    pub shutdown: Shutdown,
+}
+
+/// The start-up both services share: loads and watches the token directory, binds the
+/// `/metrics` listener, and installs the signal handlers. The service's own listener is
+/// bound by the caller, between this and [`Started::serve_metrics`].
+pub async fn start(settings: &ServiceSettings, legacy: LegacyTokens) -> std::io::Result<Started> {
+    let mut watch = WatchConfig::new(&settings.tokens_dir);
+    watch.poll_interval = settings.tokens_poll_interval;
+    let watcher = TokenWatcher::start(watch, legacy)?;
+    let store = watcher.store().clone();
+    let metrics_listener = bind_listener(settings.metrics_addr, "VX11_METRICS_ADDR")?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    Ok(Started {
+        watcher,
+        store,
+        metrics_listener,
+        shutdown,
+    })
+}
+
+impl Started {
+    /// Serves `registry` (the service's metrics, [`crate::TokenMetrics`] among them) on the
+    /// `/metrics` listener until shutdown; what is left to keep is the watcher and the
+    /// shutdown signal.
+    pub fn serve_metrics(self, registry: Arc<Registry>) -> (TokenWatcher, Shutdown) {
+        let Started {
+            watcher,
+            metrics_listener,
+            shutdown,
+            ..
+        } = self;
+        tokio::spawn(serve_metrics(metrics_listener, registry, shutdown.clone()));
+        (watcher, shutdown)
+    }
+}
+
+/// Parses `A` from variables looked up by name (a plain map in tests), ignoring the
+/// process's environment: each flag with an `env` name gets that variable's value.
+pub fn args_from_lookup<A>(
+    name: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<A, clap::Error>
+where
+    A: CommandFactory + FromArgMatches,
+{
+    let command = A::command();
+    let mut argv = vec![name.to_owned()];
+    for arg in command.get_arguments() {
+        let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
+        if let Some(value) = var.to_str().and_then(lookup) {
+            argv.push(format!("--{long}={value}"));
+        }
+    }
+    let matches = command
+        .mut_args(|arg| arg.env(None::<&'static str>))
+        .try_get_matches_from(argv)?;
+    A::from_arg_matches(&matches)
+}
+
+/// clap's message on one line, without its "try --help" footer, naming the environment
+/// variable of the flag it is about.
+pub fn clap_message<A: CommandFactory>(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let mut text = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(rest) = text.strip_prefix("error: ") {
+        text = rest.to_owned();
+    }
+    let command = A::command();
+    let var = command.get_arguments().find_map(|arg| {
+        let long = arg.get_long()?;
+        let named = text.contains(&format!("'--{long} ")) || text.contains(&format!("'--{long}'"));
+        named.then(|| arg.get_env()?.to_str()).flatten()
+    });
+    if let Some(var) = var {
+        text.push_str(&format!(" (env: {var})"));
+    }
+    text
+}
