@@ -1,7 +1,7 @@
 //! One reconcile, the I/O around [`crate::plan`]: read the Secrets, plan, write (client
 //! Secret first, then service Secret: see [`crate::state`]), publish the plan's events (their
 //! text is the plan's, [`crate::plan::Note`]), report status, requeue at the next time the
-//! plan changes by itself. The process that runs it is [`crate::run`].
+//! plan changes by itself. The process that runs it is in `run.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

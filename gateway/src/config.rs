@@ -122,7 +122,7 @@ impl Config {
             });
         }
         Ok(Self {
-            workers: args.workers.unwrap_or_else(crate::workers::default_count),
+            workers: args.workers.unwrap_or_else(default_workers),
             addr: args.addr,
             service: args.service,
             modules,
@@ -132,6 +132,12 @@ impl Config {
             max_body_bytes: args.max_body_bytes,
         })
     }
+}
+
+/// Workers when `VX11_WORKERS` is not set: the CPUs this process may use (cgroup quota
+/// included).
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 #[cfg(test)]

@@ -83,9 +83,3 @@ fn shutdown_on_failure(shutdown: &Shutdown) {
     tracing::error!("a worker stopped with an error; shutting the gateway down");
     shutdown.trigger();
 }
-
-/// Workers when `VX11_WORKERS` is not set: the CPUs this process may use (cgroup quota
-/// included).
-pub fn default_count() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-}

@@ -12,8 +12,8 @@ use vx11_service::{
     ApiError, Authenticated, ErrorCode, content_length, drain_refused_body, expects_continue,
 };
 
-use crate::AppState;
 use crate::events::EventKind;
+use crate::state::AppState;
 
 /// The longest message, in bytes of UTF-8.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;

@@ -5,7 +5,7 @@ use axum::extract::{Extension, State};
 use serde_json::{Value, json};
 use vx11_service::Authenticated;
 
-use crate::AppState;
+use crate::state::AppState;
 
 pub async fn operator_health(
     State(state): State<AppState>,

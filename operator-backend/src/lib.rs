@@ -7,7 +7,8 @@
 //! - [`stream`]: the SSE responses, closed when their token is revoked or expires.
 //! - [`chat`], [`health`]: the other API routes; [`token_events`]: `tokens` events.
 //! - [`sse`]: the event-stream wire format; `alarm`: what else a stream waits on.
-//! - [`metrics`]: Prometheus; [`run`]: the process (listeners, reload, shutdown).
+//! - [`metrics`]: Prometheus; [`state`]: what requests share; [`run`]: the process
+//!   (listeners, reload, shutdown).
 
 mod alarm;
 #[cfg(test)]
@@ -19,67 +20,17 @@ pub mod health;
 pub mod metrics;
 pub mod run;
 pub mod sse;
+pub mod state;
 pub mod stream;
 pub mod token_events;
-
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
-use vx11_service::{ApiError, ErrorCode, Shutdown, access_log, health_routes, require_token};
-use vx11_tokenset::TokenStore;
+use vx11_service::{ApiError, ErrorCode, access_log, health_routes, require_token};
 
-use crate::config::{Config, PolicyMode};
-use crate::events::EventLog;
-use crate::metrics::BackendMetrics;
-
-/// What the routes need to know of the configuration.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub policy_mode: PolicyMode,
-    pub event_history: usize,
-    pub sse_keep_alive: Duration,
-    /// Named in the not-ready answer of `/ready`.
-    pub tokens_dir: String,
-}
-
-impl Settings {
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            policy_mode: config.service.policy_mode,
-            event_history: config.event_history,
-            sse_keep_alive: config.sse_keep_alive,
-            tokens_dir: config.service.tokens_dir.display().to_string(),
-        }
-    }
-}
-
-/// Shared by every request.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub store: Arc<TokenStore>,
-    pub events: Arc<EventLog>,
-    pub metrics: Arc<BackendMetrics>,
-    pub shutdown: Shutdown,
-    pub settings: Arc<Settings>,
-}
-
-impl AppState {
-    pub fn new(store: Arc<TokenStore>, settings: Settings, shutdown: Shutdown) -> Self {
-        let events = EventLog::new(settings.event_history);
-        let metrics = Arc::new(BackendMetrics::register(store.clone(), &events));
-        Self {
-            store,
-            events,
-            metrics,
-            shutdown,
-            settings: Arc::new(settings),
-        }
-    }
-}
+pub use crate::state::{AppState, Settings};
 
 /// The backend's routes.
 pub fn app(state: AppState) -> Router {

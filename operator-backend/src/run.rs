@@ -2,9 +2,10 @@
 
 use vx11_service::{Protocols, bind_listener, serve_until_shutdown, start};
 
+use crate::app;
 use crate::config::Config;
+use crate::state::{AppState, Settings};
 use crate::token_events::publish_token_changes;
-use crate::{AppState, Settings, app};
 
 /// Serves until SIGTERM or SIGINT. Logs `vx11-operator-backend listening` with both bound
 /// addresses (so a port of 0 can be used and found).

@@ -45,11 +45,11 @@ use tokio::time::Instant;
 use vx11_service::{ApiError, Authenticated, ErrorCode, rfc3339};
 use vx11_tokenset::{TokenStore, Verdict};
 
-use crate::AppState;
 use crate::alarm::{Alarm, Bell};
 use crate::events::{Event, EventKind, Subscription};
 use crate::metrics::{OpenStream, StreamEnd};
 use crate::sse;
+use crate::state::AppState;
 
 /// The query parameters besides `token`.
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,8 @@
 //! An isolated Kubernetes control plane on loopback: embedded etcd, kube-apiserver and, on
 //! request, kube-controller-manager, each a child process of this one.
+//!
+//! Over 500 lines on purpose: the builder, the start sequence, the clients and the teardown
+//! all work on the private state of one running control plane, and read best together.
 
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};

@@ -1,0 +1,57 @@
+//! What every request shares: the token set, the event log, the metrics, the shutdown
+//! signal, and the settings the routes read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vx11_service::Shutdown;
+use vx11_tokenset::TokenStore;
+
+use crate::config::{Config, PolicyMode};
+use crate::events::EventLog;
+use crate::metrics::BackendMetrics;
+
+/// What the routes need to know of the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub policy_mode: PolicyMode,
+    pub event_history: usize,
+    pub sse_keep_alive: Duration,
+    /// Named in the not-ready answer of `/ready`.
+    pub tokens_dir: String,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            policy_mode: config.service.policy_mode,
+            event_history: config.event_history,
+            sse_keep_alive: config.sse_keep_alive,
+            tokens_dir: config.service.tokens_dir.display().to_string(),
+        }
+    }
+}
+
+/// Shared by every request.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<TokenStore>,
+    pub events: Arc<EventLog>,
+    pub metrics: Arc<BackendMetrics>,
+    pub shutdown: Shutdown,
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<TokenStore>, settings: Settings, shutdown: Shutdown) -> Self {
+        let events = EventLog::new(settings.event_history);
+        let metrics = Arc::new(BackendMetrics::register(store.clone(), &events));
+        Self {
+            store,
+            events,
+            metrics,
+            shutdown,
+            settings: Arc::new(settings),
+        }
+    }
+}
