@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::{Value, json};
-use support::{Backend, SseItem, SseReader, TestToken, client, eventually, project_tokens};
+use support::{Backend, SseItem, SseReader, TestToken, client, project_tokens};
+use vx11_tests::eventually;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -445,13 +446,15 @@ async fn streams_are_released_when_their_clients_disconnect() {
             .header("X-VX11-Token", &operator.value);
         streams.push(open_stream(request).await);
     }
-    let open = eventually(WAIT, "200 open streams in the metric", || async {
+    let open = eventually("200 open streams in the metric", WAIT, || async {
         backend
             .metric(&client, "vx11_backend_open_streams")
             .await
             .filter(|n| *n == STREAMS as f64)
+            .ok_or("not yet")
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(open, STREAMS as f64);
     // Everyone gets a broadcast.
     let id = post_chat(&client, &backend, &operator, "to everyone").await;
@@ -467,16 +470,18 @@ async fn streams_are_released_when_their_clients_disconnect() {
 
     drop(streams);
     eventually(
-        WAIT,
         "open streams back to 0 after the clients left",
+        WAIT,
         || async {
             backend
                 .metric(&client, "vx11_backend_open_streams")
                 .await
                 .filter(|n| *n == 0.0)
+                .ok_or("not yet")
         },
     )
-    .await;
+    .await
+    .unwrap();
     let disconnected = backend
         .metric(
             &client,

@@ -267,3 +267,31 @@ pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
+
+/// Fails the test if any of `values` (token plaintexts) occurs in `text`, which is named
+/// `what` in the failure; the failure names the value by its fingerprint only.
+pub fn assert_no_value_in<V: AsRef<str>>(
+    what: &str,
+    text: &str,
+    values: impl IntoIterator<Item = V>,
+) {
+    for value in values {
+        let value = value.as_ref();
+        assert!(
+            !text.contains(value),
+            "{what} contains a token value (fingerprint {})",
+            vx11_tokenset::TokenDigest::of(value.as_bytes()).fingerprint()
+        );
+    }
+}
+
+/// Fails the test if `text` (named `what`) has a `token=` not followed by `REDACTED`.
+pub fn assert_query_tokens_redacted(what: &str, text: &str) {
+    for (at, _) in text.match_indices("token=") {
+        assert!(
+            text[at + "token=".len()..].starts_with(vx11_tokenset::REDACTED),
+            "{what} has an unredacted `token=` value: {}",
+            &text[at.saturating_sub(80)..at]
+        );
+    }
+}

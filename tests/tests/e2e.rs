@@ -16,6 +16,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use vx11_tests::ControlPlane;
 use vx11_tests::local::{LocalOptions, LocalStack};
+use vx11_tests::services::assert_no_value_in;
 
 async fn install() -> (ControlPlane, LocalStack, tempfile::TempDir) {
     let cp = ControlPlane::builder()
@@ -185,7 +186,7 @@ async fn helm_install_creates_everything_and_the_seeds_cases_pass() {
             "chat not on the stream"
         );
     }
-    assert_no_value(&stack.logs(), &token);
+    assert_no_value_in("the stack's logs", &stack.logs(), [&token]);
 }
 
 fn rand_suffix() -> u64 {
@@ -207,8 +208,4 @@ async fn read_until(response: reqwest::Response, needle: &str, limit: Duration) 
         }
     }
     false
-}
-
-fn assert_no_value(text: &str, token: &str) {
-    assert!(!text.contains(token), "a token value appears in the logs");
 }

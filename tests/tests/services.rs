@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use vx11_tests::services::{ServiceKind, ServiceProcess};
+use vx11_tests::eventually;
+use vx11_tests::services::{
+    ServiceKind, ServiceProcess, assert_no_value_in, assert_query_tokens_redacted,
+};
 use vx11_tokenset::{TokenEntry, TokenFile, TokenState, TokenValue, kubelet_sim};
 
 /// A token directory, a backend and a gateway in front of it.
@@ -66,17 +69,18 @@ impl Stack {
             let url = format!("{}/ready", service.base_url());
             let generation = self.generation;
             let http = self.http.clone();
-            let served = eventually(Duration::from_secs(5), || {
+            let served = eventually("the new generation served", Duration::from_secs(5), || {
                 let (http, url) = (http.clone(), url.clone());
                 async move {
                     let body: Value = match http.get(&url).send().await {
                         Ok(r) => r.json().await.unwrap_or_default(),
-                        Err(_) => return false,
+                        Err(error) => return Err(error.to_string()),
                     };
-                    body["generation"] == generation
+                    held(body["generation"] == generation)
                 }
             })
-            .await;
+            .await
+            .is_ok();
             assert!(
                 served,
                 "{:?} did not serve generation {generation}",
@@ -100,20 +104,21 @@ impl Stack {
     fn assert_logs_clean(&self, values: &[&TokenValue]) {
         let logs = self.all_logs();
         assert!(!logs.is_empty(), "the services logged nothing");
-        for value in values {
-            assert!(
-                !logs.contains(value.expose()),
-                "token {} appears in the logs",
-                value.fingerprint()
-            );
-        }
-        for (i, _) in logs.match_indices("token=") {
-            let rest = &logs[i + "token=".len()..];
-            assert!(
-                rest.starts_with("REDACTED"),
-                "an unredacted token= in the logs"
-            );
-        }
+        assert_no_value_in(
+            "the services' logs",
+            &logs,
+            values.iter().map(|v| v.expose()),
+        );
+        assert_query_tokens_redacted("the services' logs", &logs);
+    }
+}
+
+/// A condition for [`eventually`]: held, or not yet.
+fn held(condition: bool) -> Result<(), String> {
+    if condition {
+        Ok(())
+    } else {
+        Err("not yet".to_owned())
     }
 }
 
@@ -140,23 +145,6 @@ fn project(dir: &std::path::Path, generation: u64, tokens: &[(&str, &TokenValue)
     let json = TokenFile::new(generation, entries).to_json();
     let payload = BTreeMap::from([("tokens.json".to_string(), json.into_bytes())]);
     kubelet_sim::project(dir, &payload).unwrap();
-}
-
-async fn eventually<F, Fut>(limit: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if condition().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn token() -> TokenValue {
@@ -515,10 +503,13 @@ async fn a_thousand_streams_get_one_broadcast_and_leave_nothing_behind() {
     assert_eq!(received.iter().filter(|r| r.is_some()).count(), STREAMS);
 
     drop(streams);
-    let released = eventually(Duration::from_secs(10), || async {
-        open_streams(&stack.backend).await == 0
-    })
-    .await;
+    let released = eventually(
+        "open streams back to 0",
+        Duration::from_secs(10),
+        || async { held(open_streams(&stack.backend).await == 0) },
+    )
+    .await
+    .is_ok();
     assert!(
         released,
         "backend still counts {} open streams",

@@ -11,6 +11,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use vx11_controller::Vx11TokenSet;
 use vx11_tests::eventually;
+use vx11_tests::services::assert_no_value_in;
 use vx11_tokenset::{TokenDigest, TokenState};
 
 use crate::support::*;
@@ -529,13 +530,13 @@ async fn tokenset_lifecycle_as_the_charts_service_account() {
         .into_values()
         .collect::<BTreeSet<_>>();
     values.append(&mut client_now);
-    assert_no_values("controller logs", &controller.logs(), &values);
-    assert_no_values("events", &cluster.events_text(NS).await, &values);
+    assert_no_value_in("controller logs", &controller.logs(), &values);
+    assert_no_value_in("events", &cluster.events_text(NS).await, &values);
     let statuses =
         serde_json::to_string(&sets.list(&Default::default()).await.unwrap().items).unwrap();
-    assert_no_values("TokenSets", &statuses, &values);
+    assert_no_value_in("TokenSets", &statuses, &values);
     let service =
         serde_json::to_string(&get_secret(&secrets, "svc-tokens").await.unwrap()).unwrap();
-    assert_no_values("service Secret", &service, &values);
+    assert_no_value_in("service Secret", &service, &values);
     controller.sigkill();
 }

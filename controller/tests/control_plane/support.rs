@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use vx11_controller::Vx11TokenSet;
 use vx11_tests::ControlPlane;
+use vx11_tests::services::free_loopback_addr;
 use vx11_tokenset::{TOKEN_FILE_NAME, TokenFile};
 
 /// How long something the controller or the API server brings about may take.
@@ -170,7 +171,7 @@ impl ControllerProcess {
     fn start(kubeconfig: &Path, dir: &Path, identity: &str, extra_env: &[(&str, &str)]) -> Self {
         let log = dir.join(format!("controller-{identity}-{}.log", unique()));
         let file = std::fs::File::create(&log).unwrap();
-        let port = free_port();
+        let port = free_loopback_addr().port();
         // `VX11_CONTROLLER_BIN` points the benchmark at a release build.
         let program = std::env::var_os("VX11_CONTROLLER_BIN").map_or_else(
             || PathBuf::from(env!("CARGO_BIN_EXE_vx11-controller")),
@@ -255,14 +256,6 @@ fn unique() -> u128 {
         .as_nanos()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A Secret's data as strings.
 pub fn data(secret: &Secret) -> BTreeMap<String, String> {
     secret
@@ -311,15 +304,4 @@ pub async fn annotate_rotate(api: &Api<Vx11TokenSet>, name: &str, value: &str) {
 
 pub fn resource_version(secret: &Secret) -> String {
     secret.resource_version().unwrap_or_default()
-}
-
-/// Asserts that none of `values` occurs in `text` (named `what`).
-pub fn assert_no_values(what: &str, text: &str, values: &BTreeSet<String>) {
-    for value in values {
-        assert!(
-            !text.contains(value.as_str()),
-            "{what} contains a token value (fingerprint {})",
-            vx11_tokenset::TokenDigest::of(value.as_bytes()).fingerprint()
-        );
-    }
 }

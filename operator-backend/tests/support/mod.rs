@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -15,28 +14,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use serde_json::Value;
+use vx11_tests::eventually;
+use vx11_tests::services::{assert_no_value_in, assert_query_tokens_redacted};
 use vx11_tokenset::{TokenDigest, TokenEntry, TokenFile, TokenState, kubelet_sim};
 
 type ByteStream =
     Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vx11-operator-backend");
-
-/// Polls `check` every 20 ms until it returns `Some`, for at most `within`.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// A token the test knows the value of.
 #[derive(Debug, Clone)]
@@ -135,8 +120,8 @@ impl Backend {
             _dir: dir,
         };
         let (addr, metrics_addr) = eventually(
-            Duration::from_secs(20),
             "the backend logs its addresses",
+            Duration::from_secs(20),
             || {
                 let found = backend.listening_line();
                 if found.is_none()
@@ -144,10 +129,11 @@ impl Backend {
                 {
                     panic!("the backend exited with {status}:\n{}", backend.logs());
                 }
-                std::future::ready(found)
+                std::future::ready(found.ok_or("not yet"))
             },
         )
-        .await;
+        .await
+        .unwrap();
         backend.addr = addr;
         backend.metrics_addr = metrics_addr;
         backend
@@ -188,19 +174,8 @@ impl Backend {
     pub fn assert_logs_clean(&self) {
         let logs = self.logs();
         assert!(!logs.is_empty(), "the backend wrote logs");
-        for secret in &self.secrets {
-            assert!(
-                !logs.contains(secret.as_str()),
-                "a token value is in the logs:\n{logs}"
-            );
-        }
-        for (at, _) in logs.match_indices("token=") {
-            assert!(
-                logs[at + "token=".len()..].starts_with("REDACTED"),
-                "a `token=` value is in the logs: {}",
-                &logs[at.saturating_sub(80)..(at + 40).min(logs.len())]
-            );
-        }
+        assert_no_value_in("the backend's logs", &logs, &self.secrets);
+        assert_query_tokens_redacted("the backend's logs", &logs);
     }
 
     /// One metric's value (the first line of that name, labels included in `name`).
@@ -245,10 +220,11 @@ impl Backend {
     /// Waits for the process to exit, for at most `within`.
     pub async fn exited(&mut self, within: Duration) -> ExitStatus {
         let child = &mut self.child;
-        eventually(within, "the backend exits", || {
-            std::future::ready(child.try_wait().unwrap())
+        eventually("the backend exits", within, || {
+            std::future::ready(child.try_wait().unwrap().ok_or("still running"))
         })
         .await
+        .unwrap()
     }
 }
 
