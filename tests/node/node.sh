@@ -5,6 +5,8 @@
 #   bash tests/node/node.sh hold STATE_DIR     # run by the harness (tests/src/node.rs)
 #   bash tests/node/node.sh teardown STATE_DIR # by hand, after a crash of this script itself
 #   bash tests/node/node.sh check              # prints what of a node is still on this machine
+#   bash tests/node/node.sh wait               # waits (up to 2 min) for a node's teardown to end,
+#                                              # then fails if anything of a node is left
 #
 # `hold` takes the machine-wide node lock (one node at a time: containerd and kubelet write
 # fixed paths and cgroups), builds the network, prints `ready`, and then waits for its stdin to
@@ -189,9 +191,18 @@ hold() {
 	say "torn down"
 }
 
+# A test process's node is torn down after the process ends: `make test` waits for that.
+wait_clean() {
+	[[ -e $LOCK ]] && flock -w 120 "$LOCK" true
+	local left
+	left=$(check)
+	[[ -z $left ]] || die "left on this machine by a node: $left"
+}
+
 case ${1:-} in
 hold) hold "${2:?state dir}" ;;
+wait) wait_clean ;;
 teardown) teardown "${2:?state dir}" ;;
 check) check ;;
-*) die "usage: node.sh hold|teardown STATE_DIR | node.sh check" ;;
+*) die "usage: node.sh hold|teardown STATE_DIR | node.sh check|wait" ;;
 esac

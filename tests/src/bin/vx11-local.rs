@@ -4,7 +4,7 @@
 //! install (`tests/kind/up.sh`).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -98,51 +98,14 @@ async fn main() -> ExitCode {
     if options.simulated {
         return run_simulated(&options).await;
     }
-    if let Err(why) = node_preflight() {
+    if let Some(why) = vx11_tests::node::unavailable() {
         eprintln!(
             "vx11-local: this machine cannot run the local node: {why}.
-  A node needs root and: apt-get install containerd runc containernetworking-plugins iptables ipset conntrack
   Without a node: make run ARGS=--simulated (the services as local processes, no root)"
         );
         return ExitCode::FAILURE;
     }
     run_node(&options).await
-}
-
-/// Why this machine cannot run the node, if it cannot.
-fn node_preflight() -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt as _;
-    let mut missing = Vec::new();
-    if std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(1)
-        != 0
-    {
-        missing.push("it is not run as root".to_owned());
-    }
-    for tool in [
-        "containerd",
-        "ctr",
-        "runc",
-        "nsenter",
-        "ip",
-        "iptables",
-        "ipset",
-    ] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
-        if !found {
-            missing.push(format!("{tool} is missing"));
-        }
-    }
-    if !Path::new("/usr/lib/cni/bridge").is_file() {
-        missing.push("the CNI plugins (/usr/lib/cni) are missing".to_owned());
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(missing.join(", "))
-    }
 }
 
 #[expect(

@@ -25,6 +25,55 @@ use crate::pki::Pki;
 use crate::process::Process;
 use crate::{Error, Result};
 
+/// Why this machine cannot run a node, if it cannot: not root, or a program missing.
+pub fn unavailable() -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut missing = Vec::new();
+    if fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+        missing.push("it is not run as root".to_owned());
+    }
+    for tool in [
+        "containerd",
+        "ctr",
+        "runc",
+        "nsenter",
+        "ip",
+        "iptables",
+        "ipset",
+        "flock",
+    ] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+        if !found {
+            missing.push(format!("{tool} is missing"));
+        }
+    }
+    if !Path::new("/usr/lib/cni/bridge").is_file() {
+        missing.push("the CNI plugins (/usr/lib/cni) are missing".to_owned());
+    }
+    if missing.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "{} (a node needs root and: apt-get install containerd runc containernetworking-plugins iptables ipset conntrack)",
+            missing.join(", ")
+        ))
+    }
+}
+
+/// Whether a test that needs a node should skip here: only outside CI (`CI` unset), where a
+/// developer's machine may not run one; in CI a missing node is a failure.
+pub fn skip_without_node(test: &str) -> bool {
+    match unavailable() {
+        None => false,
+        Some(why) if std::env::var_os("CI").is_none_or(|v| v.is_empty()) => {
+            eprintln!("SKIPPED {test}: this machine cannot run a node: {why}");
+            true
+        }
+        Some(why) => panic!("{test}: this machine cannot run a node: {why}"),
+    }
+}
+
 /// The API server's port inside the node's namespace.
 pub const APISERVER_PORT: u16 = 6443;
 

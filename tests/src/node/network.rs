@@ -24,6 +24,10 @@ pub const BRIDGE_IP: &str = "10.88.0.1";
 /// The node's name in the cluster.
 pub const NODE_NAME: &str = "vx11-node";
 
+/// The machine-wide node lock, held by `node.sh hold` from before the node starts until its
+/// teardown is done.
+pub const NODE_LOCK: &str = "/run/vx11-node.lock";
+
 /// The script that builds and tears down the namespace.
 pub const NODE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/node.sh");
 
@@ -113,6 +117,24 @@ impl NodeNetwork {
 impl Drop for NodeNetwork {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Waits until no node holds the machine-wide node lock (none runs or is being torn down).
+pub fn wait_until_no_node(timeout: Duration) -> Result<()> {
+    let status = Command::new("flock")
+        .arg("-w")
+        .arg(timeout.as_secs().to_string())
+        .arg(NODE_LOCK)
+        .arg("true")
+        .status()
+        .map_err(|e| Error::io("running flock".into(), e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Binaries(format!(
+            "a node still holds {NODE_LOCK} after {timeout:?}"
+        )))
     }
 }
 

@@ -15,7 +15,9 @@ use crate::support::{NS, node};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_pod_runs_and_the_seeds_five_cases_pass_through_the_gateway_service() {
-    let (shared, _turn) = node().await;
+    let Some((shared, _turn)) = node().await else {
+        return;
+    };
     eprintln!(
         "node Ready after {:?}; pods Ready {:?} after helm install",
         shared.node_ready_after, shared.install.pods_ready_after
@@ -132,7 +134,9 @@ async fn every_pod_runs_and_the_seeds_five_cases_pass_through_the_gateway_servic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_run_as_non_root_on_a_read_only_root_under_enforced_restricted() {
-    let (shared, _turn) = node().await;
+    let Some((shared, _turn)) = node().await else {
+        return;
+    };
     let client = shared.cp.client().unwrap();
     for component in ["controller", "gateway", "operator-backend"] {
         for pod in shared.pods(component).await {

@@ -33,7 +33,9 @@ async fn pod_ready_urls(shared: &Shared) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_under_load_fails_no_request_and_restarts_no_container() {
-    let (shared, _turn) = node().await;
+    let Some((shared, _turn)) = node().await else {
+        return;
+    };
     // Compared after the rotation: the same containers with the same restart counts (another
     // test of this binary kills the backend on purpose, so counts need not be 0 here).
     let before = containers(shared).await;
