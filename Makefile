@@ -33,6 +33,11 @@ manifests:
 image:
 	docker build -t vx11:$$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/vx11/Chart.yaml) .
 
+## image-oci: the same image without Docker: an OCI layout tar for `ctr images import` (tests/image/build.sh; prints its path)
+.PHONY: image-oci
+image-oci:
+	@bash tests/image/build.sh
+
 ## kind-up: create a kind cluster from kind-config.yaml, load the image, helm install
 kind-up:
 	bash tests/kind/up.sh

@@ -1,15 +1,20 @@
-// Command vx11-controlplane is a multi-call program holding a whole Kubernetes control plane:
+// Command vx11-controlplane is a multi-call program holding a whole Kubernetes control plane
+// and the Kubernetes parts of a node:
 //
 //	vx11-controlplane etcd --data-dir DIR --ready-file FILE
 //	vx11-controlplane kube-apiserver [kube-apiserver flags]
 //	vx11-controlplane kube-controller-manager [kube-controller-manager flags]
+//	vx11-controlplane kube-scheduler [kube-scheduler flags]
+//	vx11-controlplane kubelet [kubelet flags]
+//	vx11-controlplane kube-proxy [kube-proxy flags]
 //
 // It also dispatches on the name it is called by, so a symlink named kube-apiserver works.
-// Linking all three into one program means one link step (the slow part of the build) and one
-// cached file.
+// Linking all of them into one program means one link step (the slow part of the build) and
+// one cached file.
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +26,9 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric, as upstream
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 const usage = `usage: vx11-controlplane COMMAND [FLAGS]
@@ -29,6 +37,9 @@ commands:
   etcd                      embedded etcd (--data-dir, --ready-file; see "etcd --help")
   kube-apiserver            the Kubernetes API server
   kube-controller-manager   the Kubernetes controller manager
+  kube-scheduler            the Kubernetes scheduler
+  kubelet                   the Kubernetes node agent
+  kube-proxy                the Kubernetes network proxy (Services)
 `
 
 func main() {
@@ -55,12 +66,24 @@ func main() {
 		command := controllermanager.NewControllerManagerCommand()
 		command.SetArgs(args)
 		os.Exit(cli.Run(command))
+	case "kube-scheduler":
+		command := scheduler.NewSchedulerCommand()
+		command.SetArgs(args)
+		os.Exit(cli.Run(command))
+	case "kubelet":
+		command := kubelet.NewKubeletCommand(context.Background())
+		command.SetArgs(args)
+		os.Exit(cli.Run(command))
+	case "kube-proxy":
+		command := proxy.NewProxyCommand()
+		command.SetArgs(args)
+		os.Exit(cli.Run(command))
 	}
 }
 
 func isCommand(name string) bool {
 	switch name {
-	case "etcd", "kube-apiserver", "kube-controller-manager":
+	case "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy":
 		return true
 	}
 	return false

@@ -57,6 +57,11 @@ impl Binaries {
         self.dir.join("vx11-controlplane")
     }
 
+    /// Another program of the bin directory: `coredns`, `kube-router`, `vx11-pause`.
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
     pub fn helm(&self) -> PathBuf {
         self.dir.join("helm")
     }

@@ -19,6 +19,7 @@ use kube::{Api, Client, Config};
 use tempfile::TempDir;
 
 use crate::binaries::Binaries;
+use crate::node::{self, Node, NodeNetwork, NodeOptions};
 use crate::pki::{ADMIN_USER, CertPair, Pki};
 use crate::process::Process;
 use crate::{Error, Result};
@@ -40,6 +41,7 @@ pub struct ControlPlaneBuilder {
     apiserver_port: Option<u16>,
     apiserver_args: Vec<String>,
     binaries: Option<Binaries>,
+    node: Option<NodeOptions>,
     timeout: Duration,
 }
 
@@ -51,6 +53,7 @@ impl Default for ControlPlaneBuilder {
             apiserver_port: None,
             apiserver_args: Vec::new(),
             binaries: None,
+            node: None,
             // Generous: parallel tests start several API servers on few cores at once.
             timeout: Duration::from_secs(120),
         }
@@ -86,6 +89,16 @@ impl ControlPlaneBuilder {
     /// Passes an extra flag to kube-apiserver, e.g. `--feature-gates=…`.
     pub fn apiserver_arg(mut self, arg: impl Into<String>) -> Self {
         self.apiserver_args.push(arg.into());
+        self
+    }
+
+    /// Also runs a real node (kubelet, containerd, kube-proxy, kube-scheduler, CoreDNS,
+    /// kube-router's NetworkPolicy firewall) with the whole cluster inside the node's network
+    /// namespace, and every controller of kube-controller-manager. One node at a time per
+    /// machine: a second start waits until the first is torn down. Needs root.
+    pub fn with_node(mut self, options: NodeOptions) -> Self {
+        self.node = Some(options);
+        self.controllers = Some("*".to_owned());
         self
     }
 
@@ -127,6 +140,18 @@ impl ControlPlaneBuilder {
             ),
         };
         let dir = state.path().to_path_buf();
+        let network = match &self.node {
+            Some(_) => {
+                let state_dir = node_state_dir();
+                let log = dir.join("node-network.log");
+                Some(
+                    tokio::task::spawn_blocking(move || NodeNetwork::hold(&state_dir, &log))
+                        .await
+                        .map_err(|e| Error::Binaries(format!("holding the node network: {e}")))??,
+                )
+            }
+            None => None,
+        };
         let (pki, etcd, apiserver, server) = match self.launch(&binaries, &dir, deadline).await {
             Ok(launched) => launched,
             Err(e) => {
@@ -140,6 +165,7 @@ impl ControlPlaneBuilder {
         let config = client_config(&kubeconfig_path).await?;
 
         let mut control_plane = ControlPlane {
+            node: None,
             controller_manager: None,
             apiserver,
             etcd,
@@ -149,11 +175,29 @@ impl ControlPlaneBuilder {
             binaries,
             dir,
             state,
+            network,
         };
         if let Some(controllers) = &self.controllers {
             control_plane
                 .start_controller_manager(controllers, &pki, deadline)
                 .await?;
+        }
+        if let (Some(options), Some(network)) = (&self.node, &control_plane.network) {
+            let node = Node::start(
+                node::Cluster {
+                    binaries: &control_plane.binaries,
+                    pki: &pki,
+                    server: &control_plane.server,
+                    admin_kubeconfig: &control_plane.kubeconfig_path,
+                    client: control_plane.client()?,
+                    dir: &control_plane.dir,
+                    state: network.state_dir(),
+                },
+                options,
+                deadline,
+            )
+            .await?;
+            control_plane.node = Some(node);
         }
         tracing::info!(
             dir = %control_plane.dir.display(),
@@ -173,7 +217,8 @@ impl ControlPlaneBuilder {
     ) -> Result<(Pki, Process, Process, String)> {
         let pki = Pki::load_or_generate(&dir.join("pki"))?;
 
-        let mut etcd = start_etcd(binaries, dir, deadline).await?;
+        let in_node = self.node.is_some();
+        let mut etcd = start_etcd(binaries, dir, in_node, deadline).await?;
         let etcd_url = read_trimmed(&dir.join("etcd.url"))?;
 
         // A free port can be taken by someone else before the API server binds it (parallel
@@ -181,11 +226,18 @@ impl ControlPlaneBuilder {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let port = match self.apiserver_port {
-                Some(port) => port,
-                None => free_port()?,
+            let port = match (self.apiserver_port, &self.node) {
+                (Some(port), _) => port,
+                // The namespace is the node's alone.
+                (None, Some(_)) => node::APISERVER_PORT,
+                (None, None) => free_port()?,
             };
-            let server = format!("https://127.0.0.1:{port}");
+            let host = if self.node.is_some() {
+                node::NODE_IP
+            } else {
+                "127.0.0.1"
+            };
+            let server = format!("https://{host}:{port}");
             let mut apiserver = start_apiserver(binaries, dir, &pki, &etcd_url, port, self)?;
             write_kubeconfig(
                 &dir.join("kubeconfig"),
@@ -196,7 +248,12 @@ impl ControlPlaneBuilder {
             let config = client_config(&dir.join("kubeconfig")).await?;
             match wait_ready(&mut apiserver, &mut etcd, &config, deadline).await {
                 Ok(()) => return Ok((pki, etcd, apiserver, server)),
-                Err(e) if self.apiserver_port.is_none() && attempts < 3 && port_taken(&e) => {
+                Err(e)
+                    if self.apiserver_port.is_none()
+                        && !in_node
+                        && attempts < 3
+                        && port_taken(&e) =>
+                {
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -209,7 +266,9 @@ impl ControlPlaneBuilder {
 /// [state dir](ControlPlaneBuilder::state_dir)) removes its directory.
 #[derive(Debug)]
 pub struct ControlPlane {
-    // Fields drop in this order: controllers first, etcd last, the directory after all.
+    // Fields drop in this order: the node and controllers first, etcd last, the directory and
+    // the node's network (its teardown) after all.
+    node: Option<Node>,
     controller_manager: Option<Process>,
     apiserver: Process,
     etcd: Process,
@@ -219,6 +278,7 @@ pub struct ControlPlane {
     binaries: Binaries,
     dir: PathBuf,
     state: StateDir,
+    network: Option<NodeNetwork>,
 }
 
 #[derive(Debug)]
@@ -251,7 +311,13 @@ impl ControlPlane {
         &self.kubeconfig_path
     }
 
-    /// The API server's URL, `https://127.0.0.1:<port>`.
+    /// The node, if started [`with_node`](ControlPlaneBuilder::with_node).
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
+    /// The API server's URL: `https://127.0.0.1:<port>`, or with a node
+    /// `https://10.89.0.2:6443` (inside the node's namespace, reached through its veth).
     pub fn server_url(&self) -> &str {
         &self.server
     }
@@ -379,6 +445,9 @@ impl ControlPlane {
     /// Stops the processes gracefully (SIGTERM, then SIGKILL after a grace period), controllers
     /// first and etcd last. Blocks for up to about 20 s. Dropping instead kills at once.
     pub fn stop(mut self) {
+        if let Some(node) = &mut self.node {
+            node.stop();
+        }
         if let Some(cm) = &mut self.controller_manager {
             cm.stop(Duration::from_secs(5));
         }
@@ -389,9 +458,9 @@ impl ControlPlane {
     /// The last `lines` lines of each process's log, for a failing test's message.
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
-        let processes = self
-            .controller_manager
-            .iter()
+        let node = self.node.iter().flat_map(Node::processes);
+        let processes = node
+            .chain(self.controller_manager.iter())
             .chain([&self.apiserver, &self.etcd]);
         for process in processes {
             out.push_str(&format!(
@@ -418,8 +487,15 @@ impl ControlPlane {
             &pki.controller_manager()?,
         )?;
         let mut command = std::process::Command::new(self.binaries.controlplane());
+        command.arg("kube-controller-manager");
+        if self.network.is_some() {
+            // kube-controller-manager's default flex-volume directory is outside ours.
+            command.arg(format!(
+                "--flex-volume-plugin-dir={}",
+                self.dir.join("flex-volume").display()
+            ));
+        }
         command
-            .arg("kube-controller-manager")
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--controllers={controllers}"))
             // As kubeadm runs it: each controller acts as its own ServiceAccount in kube-system,
@@ -434,7 +510,8 @@ impl ControlPlane {
             // No serving port: parallel controller-managers would fight over the default one.
             .arg("--secure-port=0")
             .arg("--concurrent-gc-syncs=5");
-        let mut process = Process::spawn(
+        let mut process = spawn(
+            self.network.is_some(),
             "kube-controller-manager",
             command,
             &self.dir.join("kube-controller-manager.log"),
@@ -489,7 +566,26 @@ fn keep_if_asked(dir: TempDir) {
     }
 }
 
-async fn start_etcd(binaries: &Binaries, dir: &Path, deadline: Instant) -> Result<Process> {
+/// Starts a control-plane process, inside the node's namespace when there is a node.
+fn spawn(in_node: bool, name: &str, command: std::process::Command, log: &Path) -> Result<Process> {
+    if in_node {
+        node::spawn_in_node(name, command, log)
+    } else {
+        Process::spawn(name, command, log)
+    }
+}
+
+/// Where the node keeps its state; fixed, as there is one node per machine.
+fn node_state_dir() -> PathBuf {
+    crate::devcluster::default_state_dir().with_file_name("node")
+}
+
+async fn start_etcd(
+    binaries: &Binaries,
+    dir: &Path,
+    in_node: bool,
+    deadline: Instant,
+) -> Result<Process> {
     let ready_file = dir.join("etcd.url");
     let _ = fs::remove_file(&ready_file);
     let mut command = std::process::Command::new(binaries.controlplane());
@@ -497,7 +593,7 @@ async fn start_etcd(binaries: &Binaries, dir: &Path, deadline: Instant) -> Resul
         .arg("etcd")
         .arg(format!("--data-dir={}", dir.join("etcd").display()))
         .arg(format!("--ready-file={}", ready_file.display()));
-    let mut etcd = Process::spawn("etcd", command, &dir.join("etcd.log"))?;
+    let mut etcd = spawn(in_node, "etcd", command, &dir.join("etcd.log"))?;
     while !ready_file.exists() {
         etcd.check_running()?;
         if Instant::now() > deadline {
@@ -534,11 +630,8 @@ fn start_apiserver(
         ))
         .arg(format!("--client-ca-file={}", pki.ca_cert().display()))
         .arg(format!("--secure-port={port}"))
-        .arg("--bind-address=127.0.0.1")
-        .arg("--advertise-address=127.0.0.1")
         .arg("--service-cluster-ip-range=10.0.0.0/24")
         .arg("--allow-privileged=true")
-        .arg("--authorization-mode=RBAC")
         .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
         .arg(format!(
             "--service-account-key-file={}",
@@ -548,9 +641,42 @@ fn start_apiserver(
             "--service-account-signing-key-file={}",
             pki.service_account_key().display()
         ))
-        .arg("--profiling=false")
-        .args(&options.apiserver_args);
-    Process::spawn("kube-apiserver", command, &dir.join("kube-apiserver.log"))
+        .arg("--profiling=false");
+    if options.node.is_some() {
+        let (kubelet_client_cert, kubelet_client_key) = pki.pair_paths("apiserver-kubelet-client");
+        command
+            // Inside the node's namespace: every address there is the test's own.
+            .arg("--bind-address=0.0.0.0")
+            .arg(format!("--advertise-address={}", node::NODE_IP))
+            .arg("--authorization-mode=Node,RBAC")
+            .arg("--enable-admission-plugins=NodeRestriction")
+            .arg(format!(
+                "--kubelet-client-certificate={}",
+                kubelet_client_cert.display()
+            ))
+            .arg(format!(
+                "--kubelet-client-key={}",
+                kubelet_client_key.display()
+            ))
+            .arg(format!(
+                "--kubelet-certificate-authority={}",
+                pki.ca_cert().display()
+            ))
+            // Else the API server resolves the node's name through the machine's resolver.
+            .arg("--kubelet-preferred-address-types=InternalIP");
+    } else {
+        command
+            .arg("--bind-address=127.0.0.1")
+            .arg("--advertise-address=127.0.0.1")
+            .arg("--authorization-mode=RBAC");
+    }
+    command.args(&options.apiserver_args);
+    spawn(
+        options.node.is_some(),
+        "kube-apiserver",
+        command,
+        &dir.join("kube-apiserver.log"),
+    )
 }
 
 /// Polls `/readyz` until it answers `ok`, then waits for namespace `default` to exist.
@@ -603,7 +729,12 @@ fn free_port() -> Result<u16> {
 
 /// Writes a kubeconfig with one cluster, user and context, all named `vx11`. JSON is YAML, and
 /// kubectl, helm and kube-rs read it alike.
-fn write_kubeconfig(path: &Path, server: &str, ca_pem: &str, user: &CertPair) -> Result<()> {
+pub(crate) fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca_pem: &str,
+    user: &CertPair,
+) -> Result<()> {
     let kubeconfig = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",

@@ -4,7 +4,7 @@
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 
-use crate::{ControlPlane, Error, Result};
+use crate::{ControlPlane, Error, NodeOptions, Result};
 
 /// The API server's port for the dev cluster (not 6443, to stay clear of real clusters).
 pub const DEFAULT_PORT: u16 = 16443;
@@ -36,6 +36,12 @@ impl DevCluster {
     /// Starts a control plane with the controller-manager in `dir` on `port`, or fails with
     /// [`Error::AlreadyRunning`] if another process serves a dev cluster from `dir`.
     pub async fn start(dir: &Path, port: u16) -> Result<Self> {
+        Self::start_with(dir, port, None).await
+    }
+
+    /// As [`start`](Self::start), with a real node when `node` is given (the API server then
+    /// lives in the node's network namespace, at `https://10.89.0.2:<port>`).
+    pub async fn start_with(dir: &Path, port: u16, node: Option<NodeOptions>) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let lock = lock_file(dir)?;
         match lock.try_lock() {
@@ -53,12 +59,14 @@ impl DevCluster {
         let pid_file = dir.join("devcluster.pid");
         fs::write(&pid_file, std::process::id().to_string())
             .map_err(|e| Error::io(format!("writing {}", pid_file.display()), e))?;
-        let control_plane = ControlPlane::builder()
+        let mut builder = ControlPlane::builder()
             .state_dir(dir)
             .apiserver_port(port)
-            .with_controller_manager()
-            .start()
-            .await?;
+            .with_controller_manager();
+        if let Some(node) = node {
+            builder = builder.with_node(node);
+        }
+        let control_plane = builder.start().await?;
         Ok(Self {
             control_plane,
             pid_file,

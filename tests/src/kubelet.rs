@@ -22,6 +22,9 @@ use crate::eventually::Timeout;
 pub struct ProjectorStatus {
     /// `..data` swaps made (the first projection counts).
     pub swaps: u64,
+    /// Projections made, with the content changed or not: once one is made the directory holds
+    /// the Secret as it was seen (a directory kept from an earlier run may need no swap).
+    pub projections: u64,
     /// The `resourceVersion` of the Secret last projected (changed or not).
     pub resource_version: Option<String>,
     /// The last error from the watch or the write, if the last attempt failed.
@@ -68,18 +71,38 @@ impl KubeletProjector {
 
     /// Waits until at least `swaps` `..data` swaps have been made.
     pub async fn wait_for_swaps(&self, swaps: u64, timeout: Duration) -> Result<(), Timeout> {
+        self.wait_for(
+            &format!("{swaps} ..data swap(s) in {}", self.dir.display()),
+            |s| s.swaps >= swaps,
+            timeout,
+        )
+        .await
+    }
+
+    /// Waits until the directory holds the Secret as first seen: projected now, or already so.
+    pub async fn wait_for_projection(&self, timeout: Duration) -> Result<(), Timeout> {
+        self.wait_for(
+            &format!("a projection into {}", self.dir.display()),
+            |s| s.projections >= 1,
+            timeout,
+        )
+        .await
+    }
+
+    async fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&ProjectorStatus) -> bool,
+        timeout: Duration,
+    ) -> Result<(), Timeout> {
         let mut status = self.status.clone();
-        let waited = tokio::time::timeout(timeout, status.wait_for(|s| s.swaps >= swaps)).await;
-        match waited {
+        match tokio::time::timeout(timeout, status.wait_for(|s| done(s))).await {
             Ok(Ok(_)) => Ok(()),
-            _ => {
-                let now = self.status();
-                Err(Timeout {
-                    what: format!("{swaps} ..data swap(s) in {}", self.dir.display()),
-                    waited: timeout,
-                    last: format!("{now:?}"),
-                })
-            }
+            _ => Err(Timeout {
+                what: what.to_owned(),
+                waited: timeout,
+                last: format!("{:?}", self.status()),
+            }),
         }
     }
 }
@@ -139,6 +162,7 @@ async fn project(
             match written {
                 Ok(Ok(outcome)) => {
                     s.last_error = None;
+                    s.projections += 1;
                     if matches!(outcome, Outcome::Swapped { .. }) {
                         s.swaps += 1;
                     }

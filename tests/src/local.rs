@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::services::{ServiceKind, ServiceProcess, free_loopback_addr};
 use crate::{ControlPlane, Error, KubeletProjector, Result, eventually};
@@ -78,19 +77,7 @@ impl LocalStack {
         progress(&format!(
             "namespace {ns} (Pod Security Standard: restricted, enforced)"
         ));
-        let namespace = json!({
-            "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": ns, "labels": {
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/enforce-version": "latest"}}
-        });
-        Api::<Namespace>::all(client.clone())
-            .patch(
-                ns,
-                &PatchParams::apply("vx11-local"),
-                &Patch::Apply(&namespace),
-            )
-            .await?;
+        crate::node_install::apply_restricted_namespace(&client, ns, "vx11-local").await?;
 
         progress("helm upgrade --install of charts/vx11");
         let mut helm = cp.helm();
@@ -121,7 +108,7 @@ impl LocalStack {
         )?;
 
         progress("waiting for the token set to be Ready");
-        let token_set = wait_ready(cp, ns, "vx11").await?;
+        let token_set = wait_token_set_ready(cp, ns, "vx11").await?;
 
         progress("projecting the service Secret as kubelet does, one directory per pod");
         let secret_name = token_set["spec"]["secretName"]
@@ -140,8 +127,9 @@ impl LocalStack {
         let backend_tokens =
             KubeletProjector::start(secrets, &secret_name, &backend_dir, options.kubelet_delay);
         for projector in [&gateway_tokens, &backend_tokens] {
+            // A directory kept from an earlier run may already hold the Secret: no swap then.
             projector
-                .wait_for_swaps(1, Duration::from_secs(30))
+                .wait_for_projection(Duration::from_secs(30))
                 .await
                 .map_err(|e| Error::Kubeconfig(format!("projecting {secret_name}: {e}")))?;
         }
@@ -191,13 +179,7 @@ impl LocalStack {
 
     /// The current plaintext of a generated token, from the client Secret.
     pub async fn client_token(&self, cp: &ControlPlane, name: &str) -> Result<String> {
-        let secrets: Api<Secret> = Api::namespaced(cp.client()?, &self.options.namespace);
-        let secret = secrets.get("vx11-client-tokens").await?;
-        let value = secret
-            .data
-            .and_then(|d| d.get(name).cloned())
-            .ok_or_else(|| Error::Kubeconfig(format!("vx11-client-tokens has no key {name}")))?;
-        String::from_utf8(value.0).map_err(|_| Error::Kubeconfig("client token is not text".into()))
+        crate::node_install::client_token(&cp.client()?, &self.options.namespace, name).await
     }
 
     pub fn gateway_url(&self) -> String {
@@ -255,7 +237,8 @@ async fn pod_env(
     Ok(env)
 }
 
-async fn wait_ready(cp: &ControlPlane, namespace: &str, name: &str) -> Result<Value> {
+/// Waits until Vx11TokenSet `namespace/name` has condition Ready=True; returns it as JSON.
+pub async fn wait_token_set_ready(cp: &ControlPlane, namespace: &str, name: &str) -> Result<Value> {
     let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
         cp.client()?,
         namespace,

@@ -21,6 +21,9 @@ pub const ADMIN_USER: &str = "vx11-admin";
 /// The controller-manager's user, bound by Kubernetes' bootstrap RBAC policy.
 pub const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
 
+/// The set of files a PKI directory holds; an older one is made anew.
+const PKI_LAYOUT: &str = "2: with node certificates";
+
 /// Paths of the PEM files under `<state>/pki/`.
 #[derive(Debug, Clone)]
 pub(crate) struct Pki {
@@ -59,6 +62,17 @@ impl Pki {
     pub fn controller_manager(&self) -> Result<CertPair> {
         self.read_pair("controller-manager")
     }
+    /// A client certificate by file name: `kubelet`, `kube-proxy`, `kube-scheduler`.
+    pub fn client(&self, name: &str) -> Result<CertPair> {
+        self.read_pair(name)
+    }
+    /// `<name>.crt` and `<name>.key`, e.g. for `kubelet-serving` and `apiserver-kubelet-client`.
+    pub fn pair_paths(&self, name: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{name}.crt")),
+            self.dir.join(format!("{name}.key")),
+        )
+    }
     pub fn ca_pem(&self) -> Result<String> {
         read(&self.ca_cert())
     }
@@ -76,7 +90,8 @@ impl Pki {
             dir: dir.to_path_buf(),
         };
         let complete = dir.join(".complete");
-        if complete.exists() {
+        // A PKI of an earlier layout (before the node's certificates) is made anew.
+        if fs::read_to_string(&complete).is_ok_and(|v| v.trim() == PKI_LAYOUT) {
             return Ok(pki);
         }
         fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
@@ -102,6 +117,7 @@ impl Pki {
                 "localhost",
                 "127.0.0.1",
                 "10.0.0.1",
+                crate::node::NODE_IP,
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
@@ -112,9 +128,29 @@ impl Pki {
         write(&pki.apiserver_cert(), &serving.cert_pem)?;
         write(&pki.apiserver_key(), &serving.key_pem)?;
 
+        // A node's parts, each under the identity Kubernetes' bootstrap RBAC policy knows.
+        let kubelet_serving = issue(
+            &ca,
+            crate::node::NODE_NAME,
+            None,
+            &[crate::node::NODE_IP, crate::node::NODE_NAME],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )?;
+        write(&dir.join("kubelet-serving.crt"), &kubelet_serving.cert_pem)?;
+        write(&dir.join("kubelet-serving.key"), &kubelet_serving.key_pem)?;
+        let node_user = format!("system:node:{}", crate::node::NODE_NAME);
         for (file, user, group) in [
             ("admin", ADMIN_USER, Some("system:masters")),
             ("controller-manager", CONTROLLER_MANAGER_USER, None),
+            ("kubelet", node_user.as_str(), Some("system:nodes")),
+            ("kube-proxy", "system:kube-proxy", None),
+            ("kube-scheduler", "system:kube-scheduler", None),
+            // The API server's identity towards kubelets (logs, exec, port-forward).
+            (
+                "apiserver-kubelet-client",
+                "vx11-apiserver",
+                Some("system:masters"),
+            ),
         ] {
             let pair = issue(&ca, user, group, &[], ExtendedKeyUsagePurpose::ClientAuth)?;
             write(&dir.join(format!("{file}.crt")), &pair.cert_pem)?;
@@ -124,7 +160,7 @@ impl Pki {
         let sa_key = KeyPair::generate()?;
         write(&pki.service_account_key(), &sa_key.serialize_pem())?;
         write(&pki.service_account_public_key(), &sa_key.public_key_pem())?;
-        write(&complete, "")?;
+        write(&complete, PKI_LAYOUT)?;
         Ok(pki)
     }
 }

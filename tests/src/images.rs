@@ -1,0 +1,43 @@
+//! The images a node runs, made on this machine by `tests/image/build.sh` (no Docker engine,
+//! no registry): vx11's image from the release binaries, and the pod sandbox (pause) image.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::{Binaries, Error, Result};
+
+/// The image script, in this crate's source tree.
+pub const IMAGE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/image/build.sh");
+
+/// Builds (or takes from the script's cache) vx11's image and the pause image; returns their
+/// OCI archives, for [`NodeOptions::images`](crate::NodeOptions::images). The first build
+/// compiles the release binaries (minutes); the script's progress goes to stderr.
+pub fn build_images(binaries: &Binaries) -> Result<Vec<PathBuf>> {
+    let pause = binaries.program("vx11-pause");
+    Ok(vec![
+        run_image_script(&[])?,
+        run_image_script(&["--pause".into(), pause.display().to_string()])?,
+    ])
+}
+
+fn run_image_script(args: &[String]) -> Result<PathBuf> {
+    let output = Command::new("bash")
+        .arg(IMAGE_SCRIPT)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| Error::io(format!("running {IMAGE_SCRIPT}"), e))?;
+    if !output.status.success() {
+        return Err(Error::Binaries(format!(
+            "{IMAGE_SCRIPT} {} failed ({}); its messages are above",
+            args.join(" "),
+            output.status
+        )));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .map(|line| PathBuf::from(line.trim()))
+        .ok_or_else(|| Error::Binaries(format!("{IMAGE_SCRIPT} printed no path")))
+}

@@ -1,0 +1,229 @@
+//! vx11 installed on a real node as users install it: `helm upgrade --install` of
+//! `charts/vx11` into a namespace that enforces the `restricted` Pod Security Standard, every pod
+//! Running and Ready, the default token set Ready, and the gateway Service's NodePort on the
+//! node's address. `make run` and the node tests stand on this.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::node::NODE_IP;
+use crate::{ControlPlane, Error, Result};
+
+/// How to install.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    pub release: String,
+    pub namespace: String,
+    pub chart: PathBuf,
+    /// The gateway Service's NodePort (each release on a node needs its own).
+    pub node_port: u16,
+    /// Further `--set` values for `helm upgrade --install`.
+    pub helm_set: Vec<String>,
+    /// How long all pods may take to be Ready.
+    pub timeout: Duration,
+}
+
+impl InstallOptions {
+    pub fn new(release: &str, namespace: &str) -> Self {
+        Self {
+            release: release.into(),
+            namespace: namespace.into(),
+            chart: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/vx11")),
+            node_port: 30800,
+            helm_set: Vec::new(),
+            timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// An installed release.
+#[derive(Debug, Clone)]
+pub struct NodeInstall {
+    pub options: InstallOptions,
+    /// From `helm upgrade --install` to every pod Running and Ready.
+    pub pods_ready_after: Duration,
+}
+
+impl NodeInstall {
+    pub async fn install(
+        cp: &ControlPlane,
+        options: InstallOptions,
+        progress: impl Fn(&str),
+    ) -> Result<Self> {
+        let client = cp.client()?;
+        let ns = options.namespace.as_str();
+        progress(&format!(
+            "namespace {ns} (Pod Security Standard: restricted, enforced)"
+        ));
+        apply_restricted_namespace(&client, ns, "vx11-tests").await?;
+
+        progress(&format!(
+            "helm upgrade --install {} charts/vx11",
+            options.release
+        ));
+        let started = Instant::now();
+        let mut helm = cp.helm();
+        helm.args(["upgrade", "--install", &options.release])
+            .arg(&options.chart)
+            .args(["--namespace", ns])
+            // The image is imported into the node's containerd; it must never be pulled.
+            .args(["--set", "image.pullPolicy=Never"])
+            .args([
+                "--set",
+                &format!("gateway.service.nodePort={}", options.node_port),
+            ]);
+        for set in &options.helm_set {
+            helm.args(["--set", set]);
+        }
+        let output = helm
+            .output()
+            .await
+            .map_err(|e| Error::io("running helm".into(), e))?;
+        if !output.status.success() {
+            return Err(Error::Kubeconfig(format!(
+                "helm upgrade --install failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        progress("waiting for every pod to be Running and Ready");
+        wait_pods_ready(&client, ns, options.timeout).await?;
+        let pods_ready_after = started.elapsed();
+        progress("waiting for the token set to be Ready");
+        crate::local::wait_token_set_ready(cp, ns, &options.release).await?;
+        Ok(Self {
+            options,
+            pods_ready_after,
+        })
+    }
+
+    /// The gateway through its Service's NodePort: `http://10.89.0.2:<nodePort>`.
+    pub fn gateway_url(&self) -> String {
+        format!("http://{NODE_IP}:{}", self.options.node_port)
+    }
+
+    /// The current published value of a generated token, from the client Secret.
+    pub async fn client_token(&self, cp: &ControlPlane, name: &str) -> Result<String> {
+        client_token(&cp.client()?, &self.options.namespace, name).await
+    }
+}
+
+/// Creates or updates namespace `name` with the `restricted` Pod Security Standard enforced.
+pub async fn apply_restricted_namespace(client: &Client, name: &str, manager: &str) -> Result<()> {
+    let namespace = json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest"}}
+    });
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::apply(manager),
+            &Patch::Apply(&namespace),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The value of key `name` of the client Secret `vx11-client-tokens` in `namespace`.
+pub async fn client_token(client: &Client, namespace: &str, name: &str) -> Result<String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets.get("vx11-client-tokens").await?;
+    let value = secret
+        .data
+        .and_then(|d| d.get(name).cloned())
+        .ok_or_else(|| Error::Kubeconfig(format!("vx11-client-tokens has no key {name}")))?;
+    String::from_utf8(value.0).map_err(|_| Error::Kubeconfig("client token is not text".into()))
+}
+
+/// Waits until the namespace has pods and every one is Running with all containers Ready.
+/// On timeout the error names each pod that is not, with why (waiting reasons, last state).
+pub async fn wait_pods_ready(client: &Client, namespace: &str, timeout: Duration) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let list = pods.list(&ListParams::default()).await?;
+        let not_ready: Vec<String> = list
+            .items
+            .iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .filter_map(not_ready_reason)
+            .collect();
+        if !list.items.is_empty() && not_ready.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Kubeconfig(format!(
+                "pods in {namespace} not Ready after {timeout:?}: {}",
+                if list.items.is_empty() {
+                    "no pods at all".to_owned()
+                } else {
+                    not_ready.join("; ")
+                }
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `None` if the pod is Running and all its containers are Ready, else why not.
+pub fn not_ready_reason(pod: &Pod) -> Option<String> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = pod.status.as_ref();
+    let phase = status.and_then(|s| s.phase.clone()).unwrap_or_default();
+    let containers = status
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default();
+    if phase == "Running" && !containers.is_empty() && containers.iter().all(|c| c.ready) {
+        return None;
+    }
+    let why: Vec<String> = containers
+        .iter()
+        .filter(|c| !c.ready)
+        .map(|c| {
+            let state = c.state.as_ref();
+            let waiting = state.and_then(|s| s.waiting.as_ref()).map(|w| {
+                format!(
+                    "waiting: {} {}",
+                    w.reason.clone().unwrap_or_default(),
+                    w.message.clone().unwrap_or_default()
+                )
+            });
+            let terminated = c
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .map(|t| {
+                    format!(
+                        "last exit {} {}",
+                        t.exit_code,
+                        t.reason.clone().unwrap_or_default()
+                    )
+                });
+            format!(
+                "{}: {} (restarts {})",
+                c.name,
+                waiting.or(terminated).unwrap_or_else(|| "not ready".into()),
+                c.restart_count
+            )
+        })
+        .collect();
+    let conditions: Vec<String> = status
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.status != "True")
+        .map(|c| format!("{} {}", c.type_, c.message.unwrap_or_default()))
+        .collect();
+    Some(format!(
+        "{name} {phase} [{}] [{}]",
+        why.join(", "),
+        conditions.join(", ")
+    ))
+}

@@ -1,0 +1,144 @@
+//! `make run` starts every time on the state it keeps: twice in a row, and again after the
+//! first was killed; on the real node (its default) and in the simulated mode.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use vx11_tests::node::leftovers;
+use vx11_tests::services::free_loopback_addr;
+
+const VX11_LOCAL: &str = env!("CARGO_BIN_EXE_vx11-local");
+
+/// Starts `vx11-local` and waits until it says vx11 is running; returns it and what it printed.
+async fn start(state: &Path, gateway: &str, extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(VX11_LOCAL)
+        .args([
+            "--state-dir",
+            &state.display().to_string(),
+            "--gateway-addr",
+            gateway,
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut printed = String::new();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut tx = Some(tx);
+        for line in lines.by_ref().map_while(Result::ok) {
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.contains("vx11 is running") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(printed.clone());
+                }
+            }
+        }
+        // Keep draining, so that the child never blocks on a full pipe.
+    });
+    let printed = tokio::time::timeout(Duration::from_secs(900), rx)
+        .await
+        .expect("vx11-local up in time")
+        .expect("vx11-local ended before it was running");
+    (child, printed)
+}
+
+/// The client token through kubectl, as the README does it, and a request with it.
+async fn serves(state: &Path, gateway: &str) {
+    let kubeconfig = state.join("kubeconfig");
+    let out = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "-n",
+            "vx11",
+            "get",
+            "secret",
+            "vx11-client-tokens",
+            "-o",
+            "jsonpath={.data.operator}",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD
+        .decode(out.stdout.trim_ascii())
+        .unwrap();
+    let token = String::from_utf8(token).unwrap();
+    let response = reqwest::Client::new()
+        .get(format!("http://{gateway}/operator/api/health"))
+        .header("x-vx11-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+fn interrupt(mut child: Child) {
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+    kill(pid, Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "vx11-local exited with {status} on Ctrl-C"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_run_starts_twice_on_its_state_and_after_a_crash() {
+    if vx11_tests::node::skip_without_node("make_run_starts_twice_on_its_state_and_after_a_crash") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let gateway = free_loopback_addr().to_string();
+
+    let (first, printed) = start(state.path(), &gateway, &[]).await;
+    assert!(printed.contains("real node"), "{printed}");
+    serves(state.path(), &gateway).await;
+    interrupt(first);
+    let left = leftovers().unwrap();
+    assert!(left.is_empty(), "left after Ctrl-C: {left:?}");
+
+    let (second, _) = start(state.path(), &gateway, &[]).await;
+    serves(state.path(), &gateway).await;
+    second_then_killed(second);
+
+    // After a crash: the next start waits for the teardown and comes up on the same state.
+    let (third, _) = start(state.path(), &gateway, &[]).await;
+    serves(state.path(), &gateway).await;
+    interrupt(third);
+    let left = leftovers().unwrap();
+    assert!(left.is_empty(), "left after Ctrl-C: {left:?}");
+}
+
+fn second_then_killed(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_run_simulated_starts_twice_in_a_row_on_its_state() {
+    let state = tempfile::tempdir().unwrap();
+    let gateway = free_loopback_addr().to_string();
+    let (first, _) = start(state.path(), &gateway, &["--simulated"]).await;
+    serves(state.path(), &gateway).await;
+    interrupt(first);
+    // The second start finds its projected directories unchanged (it hung for 30 s on that).
+    let (second, _) = start(state.path(), &gateway, &["--simulated"]).await;
+    serves(state.path(), &gateway).await;
+    interrupt(second);
+}

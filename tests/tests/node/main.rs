@@ -1,0 +1,13 @@
+//! vx11 on a real node: the chart's pods run from the image made here on kubelet + containerd,
+//! kubelet itself projects the Secrets, probes fire, Services route through kube-proxy and
+//! kube-router enforces the NetworkPolicy.
+//!
+//! One node serves every test of this binary (a node takes ~15 s to start and one runs per
+//! machine); the tests take turns on it. It is torn down when this process ends, however it
+//! ends (`tests/node/node.sh`).
+
+mod cases;
+mod lifecycle;
+mod network_policy;
+mod rotation;
+mod support;
