@@ -10,6 +10,9 @@
 //! the reproducibility test is skipped). Running the image under containerd and runc is
 //! `tests/image/ctr-check.sh` (root), not part of `cargo test`.
 
+// Test code: a failed step fails the test (the workspace denies these outside tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

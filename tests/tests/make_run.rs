@@ -1,6 +1,9 @@
 //! `make run` starts every time on the state it keeps: twice in a row, and again after the
 //! first was killed; on the real node (its default) and in the simulated mode.
 
+// Test code: a failed step fails the test (the workspace denies these outside tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -36,10 +39,10 @@ async fn start(state: &Path, gateway: &str, extra: &[&str]) -> (Child, String) {
         for line in lines.by_ref().map_while(Result::ok) {
             printed.push_str(&line);
             printed.push('\n');
-            if line.contains("vx11 is running") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(printed.clone());
-                }
+            if line.contains("vx11 is running")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(printed.clone());
             }
         }
         // Keep draining, so that the child never blocks on a full pipe.

@@ -6,6 +6,9 @@
 //! machine); the tests take turns on it. It is torn down when this process ends, however it
 //! ends (`tests/node/node.sh`).
 
+// Test code: a failed step fails the test (the workspace denies these outside tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cases;
 mod lifecycle;
 mod network_policy;
