@@ -262,6 +262,7 @@ impl Node {
             .arg("--run-firewall=true")
             .arg("--run-router=false")
             .arg("--run-service-proxy=false")
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
             .arg("--metrics-port=0");
         let router = spawn_in_node("kube-router", router, &log("kube-router"))?;
 
