@@ -252,19 +252,6 @@ impl Node {
         dns.arg("-conf").arg(&corefile);
         let dns = spawn_in_node("coredns", dns, &log("coredns"))?;
 
-        let mut router = Command::new(cluster.binaries.program("kube-router"));
-        router
-            .arg(format!(
-                "--kubeconfig={}",
-                cluster.admin_kubeconfig.display()
-            ))
-            .arg(format!("--hostname-override={NODE_NAME}"))
-            .arg("--run-firewall=true")
-            .arg("--run-router=false")
-            .arg("--run-service-proxy=false")
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--metrics-port=0");
-        let router = spawn_in_node("kube-router", router, &log("kube-router"))?;
 
         let nodes: Api<NodeObject> = Api::all(cluster.client.clone());
         loop {
@@ -286,6 +273,20 @@ impl Node {
         }
         let ready_after = started.elapsed();
         tracing::info!(?ready_after, "node Ready");
+        // kube-router finds its node by name: only once kubelet has registered it.
+        let mut router = Command::new(cluster.binaries.program("kube-router"));
+        router
+            .arg(format!(
+                "--kubeconfig={}",
+                cluster.admin_kubeconfig.display()
+            ))
+            .arg(format!("--hostname-override={NODE_NAME}"))
+            .arg("--run-firewall=true")
+            .arg("--run-router=false")
+            .arg("--run-service-proxy=false")
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--metrics-port=0");
+        let router = spawn_in_node("kube-router", router, &log("kube-router"))?;
         Ok(Self {
             router,
             dns,
