@@ -23,7 +23,8 @@ controlplane:
 	@bash tests/controlplane/build.sh >/dev/null
 
 unit:
-	$(CARGO) test --workspace --locked
+	@status=0; $(CARGO) test --workspace --locked || status=$$?; \
+	  bash tests/node/node.sh wait || status=1; exit $$status
 
 ## manifests: render manifests/ from the chart after changing charts/vx11
 manifests:

@@ -1,8 +1,10 @@
-//! Serving until SIGTERM: stop accepting, let in-flight requests finish up to a deadline,
-//! and tell open streams to end cleanly.
+//! Serving until SIGTERM: stop accepting, drain keep-alive connections (each one's next
+//! response says `Connection: close`), let in-flight requests finish up to a deadline, and tell
+//! open streams to end cleanly.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -129,8 +131,15 @@ pub enum Protocols {
 /// benchmark). Callers are the gateway, behind the NetworkPolicy.
 pub const H2C_MAX_CONCURRENT_STREAMS: u32 = 100_000;
 
-/// Serves `app` until `shutdown`, then waits up to `grace` for open connections (streams
-/// end themselves on `shutdown`). The peer address is in each request's extensions as
+/// How long, at most, keep-alive connections are drained before the ones still open are
+/// closed. Closing an idle connection races with a client that is just sending its next
+/// request on it (the request is lost); answering that request with `Connection: close`
+/// instead lets the client open a new connection, to another pod once this one has left the
+/// Service's endpoints. Bounded by the shutdown grace.
+pub const DRAIN: Duration = Duration::from_secs(2);
+
+/// Serves `app` until `shutdown`, then drains keep-alive connections for up to [`DRAIN`] and
+/// waits up to `grace` in all for open connections (streams end themselves on `shutdown`). The peer address is in each request's extensions as
 /// [`axum::extract::ConnectInfo`]`<SocketAddr>`.
 pub async fn serve_until_shutdown<S>(
     listener: TcpListener,
@@ -151,6 +160,8 @@ where
 {
     let builder = Arc::new(connection_builder(protocols));
     let connections = GracefulShutdown::new();
+    let draining = Arc::new(AtomicBool::new(false));
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (tcp, peer) = tokio::select! {
             biased;
@@ -165,31 +176,78 @@ where
         };
         // Small responses and SSE events go out at once rather than waiting on Nagle.
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone().map_request(
-            move |request: hyper::Request<Incoming>| {
-                let mut request = request.map(Body::new);
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            },
-        ));
+        let service = {
+            let draining = draining.clone();
+            TowerToHyperService::new(
+                app.clone()
+                    .map_request(move |request: hyper::Request<Incoming>| {
+                        let mut request = request.map(Body::new);
+                        request.extensions_mut().insert(ConnectInfo(peer));
+                        request
+                    })
+                    .map_response(move |response| close_if_draining(response, &draining)),
+            )
+        };
         let builder = builder.clone();
         let watcher = connections.watcher();
+        let open = OpenConnection::count(&open);
         tokio::spawn(async move {
             let connection = builder.serve_connection(TokioIo::new(tcp), service);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
+            drop(open);
         });
     }
     drop(listener);
+    draining.store(true, Ordering::Relaxed);
+    let drain = DRAIN.min(grace);
+    let drained = async {
+        while open.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let _ = tokio::time::timeout(drain, drained).await;
     tokio::select! {
         () = connections.shutdown() => {}
-        () = tokio::time::sleep(grace) => tracing::warn!(
+        () = tokio::time::sleep(grace.saturating_sub(drain)) => tracing::warn!(
             ?grace,
             "connections still open after the shutdown grace period; closing them"
         ),
     }
     Ok(())
+}
+
+/// While draining, an HTTP/1.1 response closes its connection after it. (On an HTTP/2
+/// connection hyper drops the header, which is not allowed there; the graceful shutdown's
+/// GOAWAY does that job.)
+fn close_if_draining(
+    mut response: axum::response::Response,
+    draining: &AtomicBool,
+) -> axum::response::Response {
+    if draining.load(Ordering::Relaxed) {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// One open connection in a count, for as long as it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn count(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn connection_builder(protocols: Protocols) -> AutoBuilder<TokioExecutor> {
@@ -257,6 +315,67 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 30);
+    }
+
+    /// Sends one request on `stream` and reads its whole answer (the body is "ok").
+    async fn exchange(stream: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.ends_with(b"ok") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed before the answer: {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).to_lowercase()
+    }
+
+    #[tokio::test]
+    async fn after_shutdown_a_keep_alive_connection_gets_its_next_answer_then_is_closed() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), "TEST_ADDR").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let shutdown = Shutdown::new();
+        let server = tokio::spawn(serve_until_shutdown(
+            listener,
+            app,
+            shutdown.clone(),
+            Duration::from_secs(10),
+            Protocols::Http1,
+        ));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let first = exchange(&mut stream).await;
+        assert!(first.starts_with("http/1.1 200") && !first.contains("connection: close"));
+
+        shutdown.trigger();
+        // Idle at the moment of shutdown, the connection is not cut: a request sent on it
+        // now is answered, with `Connection: close`, and then the server closes it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let second = exchange(&mut stream).await;
+        assert!(second.starts_with("http/1.1 200"), "{second}");
+        assert!(second.contains("connection: close"), "{second}");
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0))),
+            "not closed after the answer: {closed:?}"
+        );
+        // With no connection left, serving ends before the drain is over.
+        tokio::time::timeout(DRAIN, server)
+            .await
+            .expect("served past the last connection")
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]

@@ -311,14 +311,15 @@ fi
 key_file=$dest.key
 key=$(
 	{
+		# Contents and in-image names only: the same inputs give the same key from any path.
 		for f in "${inputs[@]}"; do
-			sha256sum "$f"
+			printf '%s %s\n' "$(sha256 "$f")" "$(basename "$f")"
 			env -u LD_LIBRARY_PATH ldd "$f" 2>/dev/null | awk '$2 == "=>" { print $3; next } $1 ~ /^\// { print $1 }' |
-				while read -r lib; do sha256sum "$(readlink -f "$lib")"; done
+				while read -r lib; do printf '%s %s\n' "$(sha256 "$(readlink -f "$lib")")" "$lib"; done
 		done
 		printf '%s\n' "$image"
 		[[ -n $pause_bin ]] || declare -p df_user df_workdir df_entrypoint df_cmd df_copy_dest df_env df_ports df_bins
-		sha256sum "${BASH_SOURCE[0]}"
+		sha256 "${BASH_SOURCE[0]}"
 	} | sha256sum | cut -c1-64
 )
 if [[ ${VX11_REBUILD:-} != 1 && -f $dest && -f $key_file && $(cat "$key_file") == "$key" ]]; then

@@ -42,10 +42,10 @@ export DEBIAN_FRONTEND=noninteractive
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # A fresh machine may have no package lists yet.
-if ! apt-get install -y -q "${missing[@]}" >"$log" 2>&1; then
+if ! apt-get install -y -q -o DPkg::Lock::Timeout=300 "${missing[@]}" >"$log" 2>&1; then
 	say "apt-get install failed; updating the package lists and trying once more"
-	apt-get update -q >>"$log" 2>&1 || true
-	if ! apt-get install -y -q "${missing[@]}" >>"$log" 2>&1; then
+	apt-get update -q -o DPkg::Lock::Timeout=300 >>"$log" 2>&1 || true
+	if ! apt-get install -y -q -o DPkg::Lock::Timeout=300 "${missing[@]}" >>"$log" 2>&1; then
 		tail -n 30 "$log" >&2
 		say "could not install ${missing[*]} (apt-get output above)"
 		exit 1

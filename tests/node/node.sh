@@ -72,8 +72,11 @@ network_up() {
 	done
 	in_node iptables -t raw -A "$chain" -j DROP || return 1
 	in_node iptables -t raw -I PREROUTING 1 -j "$chain" && in_node iptables -t raw -I OUTPUT 1 -j "$chain" || return 1
-	in_node ip6tables -t raw -P PREROUTING DROP 2>/dev/null
-	in_node ip6tables -t raw -P OUTPUT DROP 2>/dev/null
+	# IPv6: loopback only (the API server's own client talks to [::1]).
+	for hook in PREROUTING:-i OUTPUT:-o; do
+		in_node ip6tables -t raw -A "${hook%%:*}" "${hook#*:}" lo -j ACCEPT &&
+			in_node ip6tables -t raw -A "${hook%%:*}" -j DROP || return 1
+	done
 	return 0
 }
 

@@ -96,10 +96,30 @@ impl NodeInstall {
         let pods_ready_after = started.elapsed();
         progress("waiting for the token set to be Ready");
         crate::local::wait_token_set_ready(cp, ns, &options.release).await?;
-        Ok(Self {
+        let install = Self {
             options,
             pods_ready_after,
-        })
+        };
+        // Ready pods are not yet a Service that routes: kube-proxy programs the endpoints a
+        // moment later. Users reach the gateway through the Service, so wait for that.
+        progress("waiting for the gateway Service to answer /ready");
+        let addr: std::net::SocketAddr = format!("{NODE_IP}:{}", install.options.node_port)
+            .parse()
+            .map_err(|e| Error::Kubeconfig(format!("the gateway's NodePort address: {e}")))?;
+        crate::eventually(
+            "the gateway Service answering /ready with 200",
+            Duration::from_secs(60),
+            || async move {
+                tokio::task::spawn_blocking(move || crate::services::http_status(addr, "/ready"))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .filter(|s| *s == 200)
+                    .ok_or_else(|| "not yet".to_owned())
+            },
+        )
+        .await
+        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        Ok(install)
     }
 
     /// The gateway through its Service's NodePort: `http://10.89.0.2:<nodePort>`.

@@ -16,8 +16,21 @@ use vx11_tests::services::free_loopback_addr;
 
 const VX11_LOCAL: &str = env!("CARGO_BIN_EXE_vx11-local");
 
+/// A running `vx11-local`, stopped like Ctrl-C if the test ends early.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
+            let mut child = child;
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts `vx11-local` and waits until it says vx11 is running; returns it and what it printed.
-async fn start(state: &Path, gateway: &str, extra: &[&str]) -> (Child, String) {
+async fn start(state: &Path, gateway: &str, extra: &[&str]) -> (Running, String) {
     let mut child = Command::new(VX11_LOCAL)
         .args([
             "--state-dir",
@@ -31,6 +44,7 @@ async fn start(state: &Path, gateway: &str, extra: &[&str]) -> (Child, String) {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let running = Running(Some(child));
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let mut printed = String::new();
@@ -51,7 +65,7 @@ async fn start(state: &Path, gateway: &str, extra: &[&str]) -> (Child, String) {
         .await
         .expect("vx11-local up in time")
         .expect("vx11-local ended before it was running");
-    (child, printed)
+    (running, printed)
 }
 
 /// The client token through kubectl, as the README does it, and a request with it.
@@ -91,7 +105,8 @@ async fn serves(state: &Path, gateway: &str) {
     assert_eq!(response.status(), 200);
 }
 
-fn interrupt(mut child: Child) {
+fn interrupt(mut running: Running) {
+    let mut child = running.0.take().unwrap();
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
     kill(pid, Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
@@ -128,7 +143,8 @@ async fn make_run_starts_twice_on_its_state_and_after_a_crash() {
     assert!(left.is_empty(), "left after Ctrl-C: {left:?}");
 }
 
-fn second_then_killed(mut child: Child) {
+fn second_then_killed(mut running: Running) {
+    let mut child = running.0.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
 }

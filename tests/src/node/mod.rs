@@ -213,6 +213,7 @@ impl Node {
                 options.sync_frequency,
             ),
         )?;
+        forget_earlier_node(&cluster.client).await?;
         let mut kubelet = Command::new(cluster.binaries.controlplane());
         kubelet
             .arg("kubelet")
@@ -252,19 +253,6 @@ impl Node {
         dns.arg("-conf").arg(&corefile);
         let dns = spawn_in_node("coredns", dns, &log("coredns"))?;
 
-        let mut router = Command::new(cluster.binaries.program("kube-router"));
-        router
-            .arg(format!(
-                "--kubeconfig={}",
-                cluster.admin_kubeconfig.display()
-            ))
-            .arg(format!("--hostname-override={NODE_NAME}"))
-            .arg("--run-firewall=true")
-            .arg("--run-router=false")
-            .arg("--run-service-proxy=false")
-            .arg("--metrics-port=0");
-        let router = spawn_in_node("kube-router", router, &log("kube-router"))?;
-
         let nodes: Api<NodeObject> = Api::all(cluster.client.clone());
         loop {
             kubelet.check_running()?;
@@ -285,6 +273,20 @@ impl Node {
         }
         let ready_after = started.elapsed();
         tracing::info!(?ready_after, "node Ready");
+        // kube-router finds its node by name: only once kubelet has registered it.
+        let mut router = Command::new(cluster.binaries.program("kube-router"));
+        router
+            .arg(format!(
+                "--kubeconfig={}",
+                cluster.admin_kubeconfig.display()
+            ))
+            .arg(format!("--hostname-override={NODE_NAME}"))
+            .arg("--run-firewall=true")
+            .arg("--run-router=false")
+            .arg("--run-service-proxy=false")
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--metrics-port=0");
+        let router = spawn_in_node("kube-router", router, &log("kube-router"))?;
         Ok(Self {
             router,
             dns,
@@ -352,6 +354,37 @@ impl Node {
             process.stop(Duration::from_secs(5));
         }
         self.containerd.stop(Duration::from_secs(5));
+    }
+}
+
+/// On a kept cluster, the Node and its pods from an earlier run still say Ready although
+/// their containers are gone with that run's containerd. Forget them: the kubelet registers
+/// the node anew and the controllers make new pods, so every Ready seen later is this run's.
+async fn forget_earlier_node(client: &Client) -> Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{DeleteParams, ListParams};
+    let pods: Api<Pod> = Api::all(client.clone());
+    let on_node = ListParams::default().fields(&format!("spec.nodeName={NODE_NAME}"));
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    for pod in pods.list(&on_node).await?.items {
+        let (Some(name), Some(namespace)) = (pod.metadata.name, pod.metadata.namespace) else {
+            continue;
+        };
+        let namespaced: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        match namespaced.delete(&name, &now).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let nodes: Api<NodeObject> = Api::all(client.clone());
+    match nodes.delete(NODE_NAME, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
