@@ -149,8 +149,10 @@ check() {
 	iptables-save 2>/dev/null | grep -E 'KUBE-|CNI-|VX11-' | sed 's/^/iptables: /'
 	awk '$2 ~ /kubelet|containerd|vx11-node/ { print "mount " $2 }' /proc/self/mounts
 	# The program is the first word of a command line (a build's command line may name them too).
-	pgrep -a -f '^(\S*/)?(vx11-controlplane|etcd|kube-apiserver|kubelet|kube-proxy|kube-scheduler|containerd|containerd-shim-runc-v2|kube-router|coredns|vx11-pause)( |$)' |
+	# (Control planes without a node, which other tests run, are not a node's.)
+	pgrep -a -f '^(\S*/)?(vx11-controlplane (kubelet|kube-proxy|kube-scheduler)|kubelet|kube-proxy|kube-scheduler|containerd|containerd-shim-runc-v2|kube-router|coredns|vx11-pause)( |$)' |
 		sed 's/^/process /'
+	ip netns pids "$NETNS" 2>/dev/null | sed 's/^/process in the node namespace /'
 	for hierarchy in /sys/fs/cgroup/*/; do
 		[[ -d ${hierarchy}kubepods ]] && echo "cgroup ${hierarchy}kubepods"
 	done

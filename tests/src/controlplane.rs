@@ -9,8 +9,6 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::PostParams;
@@ -19,8 +17,9 @@ use kube::{Api, Client, Config};
 use tempfile::TempDir;
 
 use crate::binaries::Binaries;
+use crate::kubeconfig::write_kubeconfig;
 use crate::node::{self, Node, NodeNetwork, NodeOptions};
-use crate::pki::{ADMIN_USER, CertPair, Pki};
+use crate::pki::Pki;
 use crate::process::Process;
 use crate::{Error, Result};
 
@@ -577,7 +576,7 @@ fn spawn(in_node: bool, name: &str, command: std::process::Command, log: &Path) 
 
 /// Where the node keeps its state; fixed, as there is one node per machine.
 fn node_state_dir() -> PathBuf {
-    crate::devcluster::default_state_dir().with_file_name("node")
+    crate::cache::cache_root().join("node")
 }
 
 async fn start_etcd(
@@ -725,36 +724,6 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::io("finding a free port".into(), e))?
         .port();
     Ok(port)
-}
-
-/// Writes a kubeconfig with one cluster, user and context, all named `vx11`. JSON is YAML, and
-/// kubectl, helm and kube-rs read it alike.
-pub(crate) fn write_kubeconfig(
-    path: &Path,
-    server: &str,
-    ca_pem: &str,
-    user: &CertPair,
-) -> Result<()> {
-    let kubeconfig = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "vx11", "cluster": {
-            "server": server,
-            "certificate-authority-data": BASE64.encode(ca_pem),
-        }}],
-        "users": [{"name": ADMIN_USER, "user": {
-            "client-certificate-data": BASE64.encode(&user.cert_pem),
-            "client-key-data": BASE64.encode(&user.key_pem),
-        }}],
-        "contexts": [{"name": "vx11", "context": {"cluster": "vx11", "user": ADMIN_USER}}],
-        "current-context": "vx11",
-    });
-    let text = serde_json::to_string_pretty(&kubeconfig)
-        .map_err(|e| Error::Kubeconfig(format!("serializing: {e}")))?;
-    // Written whole and renamed into place: a kubectl reading it never sees half a file.
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, text).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 async fn client_config(kubeconfig: &Path) -> Result<Config> {

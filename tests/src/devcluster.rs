@@ -11,12 +11,7 @@ pub const DEFAULT_PORT: u16 = 16443;
 
 /// Where the dev cluster lives: `$VX11_CACHE_DIR/devcluster`, else `~/.cache/vx11/devcluster`.
 pub fn default_state_dir() -> PathBuf {
-    let cache = std::env::var_os("VX11_CACHE_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/vx11")))
-        .unwrap_or_else(|| std::env::temp_dir().join("vx11"));
-    cache.join("devcluster")
+    crate::cache::cache_root().join("devcluster")
 }
 
 /// A dev cluster started by this process. Dropping it kills the control plane; [`stop`]

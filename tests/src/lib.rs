@@ -20,11 +20,13 @@
 /// kubelet's AtomicWriter, from the token-set library (which tests its readers with it).
 pub use vx11_tokenset::kubelet_sim as atomic_writer;
 mod binaries;
+mod cache;
 mod controlplane;
 pub mod devcluster;
 mod eventually;
 pub mod forward;
 pub mod images;
+mod kubeconfig;
 mod kubelet;
 pub mod local;
 pub mod node;
@@ -41,7 +43,10 @@ pub use controlplane::{ControlPlane, ControlPlaneBuilder, DEFAULT_CONTROLLERS, K
 pub use eventually::{Timeout, eventually};
 pub use kubelet::{KubeletProjector, ProjectorStatus};
 pub use node::{Node, NodeOptions};
-pub use objects::{crd_established, create_namespace};
+pub use objects::{
+    apply_restricted_namespace, client_token, crd_established, create_namespace,
+    wait_token_set_ready,
+};
 pub use pki::ADMIN_USER;
 
 /// Why a control plane could not be started or used.

@@ -12,7 +12,6 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use serde_json::Value;
 
 use crate::services::{ServiceKind, ServiceProcess, free_loopback_addr};
 use crate::{ControlPlane, Error, KubeletProjector, Result, eventually};
@@ -77,7 +76,7 @@ impl LocalStack {
         progress(&format!(
             "namespace {ns} (Pod Security Standard: restricted, enforced)"
         ));
-        crate::node_install::apply_restricted_namespace(&client, ns, "vx11-local").await?;
+        crate::objects::apply_restricted_namespace(&client, ns, "vx11-local").await?;
 
         progress("helm upgrade --install of charts/vx11");
         let mut helm = cp.helm();
@@ -108,7 +107,7 @@ impl LocalStack {
         )?;
 
         progress("waiting for the token set to be Ready");
-        let token_set = wait_token_set_ready(cp, ns, "vx11").await?;
+        let token_set = crate::objects::wait_token_set_ready(&client, ns, "vx11").await?;
 
         progress("projecting the service Secret as kubelet does, one directory per pod");
         let secret_name = token_set["spec"]["secretName"]
@@ -179,7 +178,7 @@ impl LocalStack {
 
     /// The current plaintext of a generated token, from the client Secret.
     pub async fn client_token(&self, cp: &ControlPlane, name: &str) -> Result<String> {
-        crate::node_install::client_token(&cp.client()?, &self.options.namespace, name).await
+        crate::objects::client_token(&cp.client()?, &self.options.namespace, name).await
     }
 
     pub fn gateway_url(&self) -> String {
@@ -235,44 +234,6 @@ async fn pod_env(
         )));
     }
     Ok(env)
-}
-
-/// Waits until Vx11TokenSet `namespace/name` has condition Ready=True; returns it as JSON.
-pub async fn wait_token_set_ready(cp: &ControlPlane, namespace: &str, name: &str) -> Result<Value> {
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        cp.client()?,
-        namespace,
-        &kube::api::ApiResource {
-            group: "vx11.dev".into(),
-            version: "v1alpha1".into(),
-            api_version: "vx11.dev/v1alpha1".into(),
-            kind: "Vx11TokenSet".into(),
-            plural: "vx11tokensets".into(),
-        },
-    );
-    eventually(
-        &format!("Vx11TokenSet {namespace}/{name} Ready"),
-        Duration::from_secs(60),
-        || {
-            let api = api.clone();
-            async move {
-                let object = serde_json::to_value(api.get(name).await.map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string())?;
-                let ready = object["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                if ready {
-                    Ok(object)
-                } else {
-                    Err("not Ready yet".to_string())
-                }
-            }
-        },
-    )
-    .await
-    .map_err(|e| Error::Kubeconfig(e.to_string()))
 }
 
 async fn ready(url: &str) -> std::result::Result<(), String> {

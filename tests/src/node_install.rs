@@ -6,10 +6,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
 use kube::{Api, Client};
-use serde_json::json;
 
 use crate::node::NODE_IP;
 use crate::{ControlPlane, Error, Result};
@@ -60,7 +59,7 @@ impl NodeInstall {
         progress(&format!(
             "namespace {ns} (Pod Security Standard: restricted, enforced)"
         ));
-        apply_restricted_namespace(&client, ns, "vx11-tests").await?;
+        crate::objects::apply_restricted_namespace(&client, ns, "vx11-tests").await?;
 
         progress(&format!(
             "helm upgrade --install {} charts/vx11",
@@ -95,7 +94,7 @@ impl NodeInstall {
         wait_pods_ready(&client, ns, options.timeout).await?;
         let pods_ready_after = started.elapsed();
         progress("waiting for the token set to be Ready");
-        crate::local::wait_token_set_ready(cp, ns, &options.release).await?;
+        crate::objects::wait_token_set_ready(&client, ns, &options.release).await?;
         let install = Self {
             options,
             pods_ready_after,
@@ -129,37 +128,8 @@ impl NodeInstall {
 
     /// The current published value of a generated token, from the client Secret.
     pub async fn client_token(&self, cp: &ControlPlane, name: &str) -> Result<String> {
-        client_token(&cp.client()?, &self.options.namespace, name).await
+        crate::objects::client_token(&cp.client()?, &self.options.namespace, name).await
     }
-}
-
-/// Creates or updates namespace `name` with the `restricted` Pod Security Standard enforced.
-pub async fn apply_restricted_namespace(client: &Client, name: &str, manager: &str) -> Result<()> {
-    let namespace = json!({
-        "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": name, "labels": {
-            "pod-security.kubernetes.io/enforce": "restricted",
-            "pod-security.kubernetes.io/enforce-version": "latest"}}
-    });
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            name,
-            &PatchParams::apply(manager),
-            &Patch::Apply(&namespace),
-        )
-        .await?;
-    Ok(())
-}
-
-/// The value of key `name` of the client Secret `vx11-client-tokens` in `namespace`.
-pub async fn client_token(client: &Client, namespace: &str, name: &str) -> Result<String> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets.get("vx11-client-tokens").await?;
-    let value = secret
-        .data
-        .and_then(|d| d.get(name).cloned())
-        .ok_or_else(|| Error::Kubeconfig(format!("vx11-client-tokens has no key {name}")))?;
-    String::from_utf8(value.0).map_err(|_| Error::Kubeconfig("client token is not text".into()))
 }
 
 /// Waits until the namespace has pods and every one is Running with all containers Ready.

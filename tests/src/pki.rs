@@ -117,7 +117,7 @@ impl Pki {
                 "localhost",
                 "127.0.0.1",
                 "10.0.0.1",
-                crate::node::NODE_IP,
+                crate::node::network::NODE_IP,
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
@@ -131,14 +131,17 @@ impl Pki {
         // A node's parts, each under the identity Kubernetes' bootstrap RBAC policy knows.
         let kubelet_serving = issue(
             &ca,
-            crate::node::NODE_NAME,
+            crate::node::network::NODE_NAME,
             None,
-            &[crate::node::NODE_IP, crate::node::NODE_NAME],
+            &[
+                crate::node::network::NODE_IP,
+                crate::node::network::NODE_NAME,
+            ],
             ExtendedKeyUsagePurpose::ServerAuth,
         )?;
         write(&dir.join("kubelet-serving.crt"), &kubelet_serving.cert_pem)?;
         write(&dir.join("kubelet-serving.key"), &kubelet_serving.key_pem)?;
-        let node_user = format!("system:node:{}", crate::node::NODE_NAME);
+        let node_user = format!("system:node:{}", crate::node::network::NODE_NAME);
         for (file, user, group) in [
             ("admin", ADMIN_USER, Some("system:masters")),
             ("controller-manager", CONTROLLER_MANAGER_USER, None),

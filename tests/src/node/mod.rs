@@ -148,7 +148,7 @@ impl Node {
 
         let kubeconfig = |name: &str| -> Result<PathBuf> {
             let path = cluster.dir.join(format!("{name}.kubeconfig"));
-            crate::controlplane::write_kubeconfig(
+            crate::kubeconfig::write_kubeconfig(
                 &path,
                 cluster.server,
                 &cluster.pki.ca_pem()?,
