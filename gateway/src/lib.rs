@@ -11,6 +11,7 @@
 pub mod body;
 pub mod check;
 pub mod config;
+pub mod connect;
 pub mod dispatch;
 pub mod gateway;
 pub mod metrics;

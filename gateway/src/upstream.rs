@@ -10,14 +10,14 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::LengthLimitError;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use vx11_service::{ApiError, ErrorCode};
 
+use crate::connect::BackendConnector;
 use crate::metrics::{GatewayMetrics, ModuleLabel, UpstreamErrorLabels};
 use crate::modules::Module;
 
-pub type UpstreamClient = Client<HttpConnector, Body>;
+pub type UpstreamClient = Client<BackendConnector, Body>;
 
 /// Read buffer of a backend connection, and so the largest response head a backend may
 /// send (nginx's `proxy_buffer_size` is 4 or 8 KiB). hyper's default buffer grows to 16 KiB
@@ -34,21 +34,13 @@ pub const H2C_STREAM_WINDOW: u32 = 64 * 1024;
 /// streams, each capped by [`H2C_STREAM_WINDOW`], never stop the others (h2's maximum).
 pub const H2C_CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 
-/// How both clients connect to a backend: bounded connect time, no Nagle delay.
-fn backend_connector(connect_timeout: Duration) -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector
-}
-
 /// A pooled HTTP/1.1 client with keep-alive to the backends.
 pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(4096)
         .http1_max_buf_size(UPSTREAM_READ_BUFFER)
-        .build(backend_connector(connect_timeout))
+        .build(BackendConnector::new(connect_timeout))
 }
 
 /// An HTTP/2 (h2c, prior knowledge) client: every event stream of a worker on one
@@ -64,7 +56,7 @@ pub fn stream_client(connect_timeout: Duration) -> UpstreamClient {
         .http2_keep_alive_interval(Duration::from_secs(20))
         .http2_keep_alive_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(60))
-        .build(backend_connector(connect_timeout))
+        .build(BackendConnector::new(connect_timeout))
 }
 
 /// The backends as one worker reaches them.
