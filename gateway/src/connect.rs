@@ -16,21 +16,28 @@ use hyper::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower::Service;
 
-/// How long a refused connection is tried again, with growing pauses (25 ms, 50 ms, …).
+/// How long a refused connection is tried again, with growing pauses (25 ms, 50 ms, …), at
+/// most: never more than half the time a request may wait for its response head, so that a
+/// backend that stays down is still a 502, not a 504.
 pub const REFUSED_RETRY_FOR: Duration = Duration::from_secs(2);
 
 /// hyper's connector with the retry on refusal.
 #[derive(Debug, Clone)]
 pub struct BackendConnector {
     inner: HttpConnector,
+    retry_for: Duration,
 }
 
 impl BackendConnector {
-    pub fn new(connect_timeout: Duration) -> Self {
+    /// `response_timeout` is the time a request may wait for its response head.
+    pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Self {
         let mut inner = HttpConnector::new();
         inner.set_connect_timeout(Some(connect_timeout));
         inner.set_nodelay(true);
-        Self { inner }
+        Self {
+            inner,
+            retry_for: REFUSED_RETRY_FOR.min(response_timeout / 2),
+        }
     }
 }
 
@@ -48,8 +55,9 @@ impl Service<Uri> for BackendConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let mut inner = self.inner.clone();
+        let retry_for = self.retry_for;
         Box::pin(async move {
-            let give_up = Instant::now() + REFUSED_RETRY_FOR;
+            let give_up = Instant::now() + retry_for;
             let mut pause = Duration::from_millis(25);
             loop {
                 match inner.call(uri.clone()).await {
@@ -96,7 +104,7 @@ mod tests {
                 .unwrap();
             let _ = listener.accept().await;
         });
-        let connected = BackendConnector::new(Duration::from_secs(1))
+        let connected = BackendConnector::new(Duration::from_secs(1), Duration::from_secs(10))
             .call(uri)
             .await;
         assert!(connected.is_ok(), "{connected:?}");
@@ -110,7 +118,7 @@ mod tests {
             probe.local_addr().unwrap().port()
         };
         let uri: Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
-        let refused = BackendConnector::new(Duration::from_secs(1))
+        let refused = BackendConnector::new(Duration::from_secs(1), Duration::from_secs(10))
             .call(uri)
             .await;
         let error = refused.expect_err("nothing listens there");

@@ -35,18 +35,18 @@ pub const H2C_STREAM_WINDOW: u32 = 64 * 1024;
 pub const H2C_CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 
 /// A pooled HTTP/1.1 client with keep-alive to the backends.
-pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
+pub fn upstream_client(connect_timeout: Duration, response_timeout: Duration) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(4096)
         .http1_max_buf_size(UPSTREAM_READ_BUFFER)
-        .build(BackendConnector::new(connect_timeout))
+        .build(BackendConnector::new(connect_timeout, response_timeout))
 }
 
 /// An HTTP/2 (h2c, prior knowledge) client: every event stream of a worker on one
 /// connection per backend, ~20 KiB less per stream than an HTTP/1.1 connection each
 /// (`docs/BENCHMARKS.md`). Pings find a backend that vanished without closing.
-pub fn stream_client(connect_timeout: Duration) -> UpstreamClient {
+pub fn stream_client(connect_timeout: Duration, response_timeout: Duration) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
@@ -56,7 +56,7 @@ pub fn stream_client(connect_timeout: Duration) -> UpstreamClient {
         .http2_keep_alive_interval(Duration::from_secs(20))
         .http2_keep_alive_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(60))
-        .build(BackendConnector::new(connect_timeout))
+        .build(BackendConnector::new(connect_timeout, response_timeout))
 }
 
 /// The backends as one worker reaches them.
@@ -81,8 +81,8 @@ pub enum NotSent {
 impl Upstreams {
     pub fn new(connect_timeout: Duration, timeout: Duration) -> Self {
         Self {
-            client: upstream_client(connect_timeout),
-            stream_client: stream_client(connect_timeout),
+            client: upstream_client(connect_timeout, timeout),
+            stream_client: stream_client(connect_timeout, timeout),
             timeout,
         }
     }
