@@ -5,14 +5,15 @@
 // Test code: a failed step fails the test (the workspace denies these outside tests).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/seed.rs"]
+mod seed;
+
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
-use reqwest::StatusCode;
 use serde_json::json;
 use vx11_tests::ControlPlane;
 use vx11_tests::local::{LocalOptions, LocalStack};
@@ -138,74 +139,6 @@ async fn helm_install_creates_everything_and_the_seeds_cases_pass() {
 
     // The seed's five cases with the client token.
     let token = stack.client_token(&cp, "operator").await.unwrap();
-    let http = reqwest::Client::new();
-    let g = stack.gateway_url();
-    assert_eq!(
-        http.get(format!("{g}/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
-    let r = http
-        .get(format!("{g}/operator/api/health"))
-        .header("x-vx11-token", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = http
-        .post(format!("{g}/operator/api/chat"))
-        .header("x-vx11-token", &token)
-        .json(&json!({"message": "hello"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    for request in [
-        http.get(format!(
-            "{g}/operator/api/events/stream?token={token}&follow=true"
-        )),
-        http.get(format!("{g}/operator/api/events/stream?follow=true"))
-            .header("x-vx11-token", &token),
-    ] {
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let marker = format!("e2e-{}", rand_suffix());
-        let post = http
-            .post(format!("{g}/operator/api/chat"))
-            .header("x-vx11-token", &token)
-            .json(&json!({"message": marker}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(post.status(), StatusCode::OK);
-        assert!(
-            read_until(response, &marker, Duration::from_secs(10)).await,
-            "chat not on the stream"
-        );
-    }
+    seed::assert_seed_cases(&stack.gateway_url(), &token).await;
     assert_no_value_in("the stack's logs", &stack.logs(), [&token]);
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-async fn read_until(response: reqwest::Response, needle: &str, limit: Duration) -> bool {
-    use futures::StreamExt;
-    let mut body = response.bytes_stream();
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + limit;
-    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, body.next()).await {
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-        if seen.contains(needle) {
-            return true;
-        }
-    }
-    false
 }

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
@@ -41,67 +40,9 @@ async fn every_pod_runs_and_the_seeds_five_cases_pass_through_the_gateway_servic
     assert!(table.contains("vx11") && table.contains("True"), "{table}");
 
     let token = shared.token().await;
+    crate::seed::assert_seed_cases(&shared.gateway(), &token).await;
     let http = reqwest::Client::new();
     let g = shared.gateway();
-    // 1. health, public.
-    let r = http.get(format!("{g}/health")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    // 2. the backend's health through the gateway with the client token.
-    let r = http
-        .get(format!("{g}/operator/api/health"))
-        .header("x-vx11-token", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    // 3. chat.
-    let r = http
-        .post(format!("{g}/operator/api/chat"))
-        .header("x-vx11-token", &token)
-        .json(&json!({"message": "hello"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    // 4 and 5. the event stream with the token in the query (EventSource) and in the header;
-    // over HTTP/1.1 and with Accept: text/event-stream (the gateway's h2c path to the backend).
-    for (request, accept) in [
-        (
-            http.get(format!(
-                "{g}/operator/api/events/stream?token={token}&follow=true"
-            )),
-            false,
-        ),
-        (
-            http.get(format!("{g}/operator/api/events/stream?follow=true"))
-                .header("x-vx11-token", &token),
-            true,
-        ),
-    ] {
-        let request = if accept {
-            request.header("accept", "text/event-stream")
-        } else {
-            request
-        };
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let marker = format!(
-            "node-e2e-{}",
-            std::process::id() as u64 * 1000 + accept as u64
-        );
-        let post = http
-            .post(format!("{g}/operator/api/chat"))
-            .header("x-vx11-token", &token)
-            .json(&json!({"message": marker}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(post.status(), StatusCode::OK);
-        assert!(
-            read_until(response, &marker, Duration::from_secs(10)).await,
-            "the chat message did not arrive on the stream"
-        );
-    }
     // A wrong token is refused by the gateway.
     let r = http
         .get(format!("{g}/operator/api/health"))
@@ -184,17 +125,4 @@ async fn pods_run_as_non_root_on_a_read_only_root_under_enforced_restricted() {
         .await
         .expect_err("a privileged pod must be refused");
     assert!(refused.to_string().contains("restricted"), "{refused}");
-}
-
-pub async fn read_until(response: reqwest::Response, needle: &str, limit: Duration) -> bool {
-    let mut body = response.bytes_stream();
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + limit;
-    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, body.next()).await {
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-        if seen.contains(needle) {
-            return true;
-        }
-    }
-    false
 }

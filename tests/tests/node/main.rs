@@ -9,6 +9,9 @@
 // Test code: a failed step fails the test (the workspace denies these outside tests).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../common/seed.rs"]
+mod seed;
+
 mod cases;
 mod lifecycle;
 mod network_policy;
