@@ -68,24 +68,33 @@ impl Binaries {
 }
 
 fn run_build_script() -> std::result::Result<PathBuf, String> {
-    // Progress goes to stderr, which the test harness shows on failure; the last line of
-    // stdout is the bin directory.
+    run_script_for_path(BUILD_SCRIPT, &[])
+        .map_err(|e| format!("{e}. Set {BIN_DIR_ENV} to use binaries built elsewhere."))
+}
+
+/// Runs one of the repo's build scripts, whose progress goes to stderr (shown by the test
+/// harness on failure) and whose last line of stdout is the path it made.
+pub(crate) fn run_script_for_path(
+    script: &str,
+    args: &[String],
+) -> std::result::Result<PathBuf, String> {
     let output = Command::new("bash")
-        .arg(BUILD_SCRIPT)
+        .arg(script)
+        .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|e| format!("cannot run {BUILD_SCRIPT}: {e}"))?;
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
     if !output.status.success() {
         return Err(format!(
-            "{BUILD_SCRIPT} failed ({}); its messages are above. Set {BIN_DIR_ENV} to use binaries built elsewhere.",
+            "{script} {} failed ({}); its messages are above",
+            args.join(" "),
             output.status
         ));
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
+    String::from_utf8_lossy(&output.stdout)
         .lines()
         .last()
         .map(|line| PathBuf::from(line.trim()))
-        .ok_or_else(|| format!("{BUILD_SCRIPT} printed no bin directory"))
+        .ok_or_else(|| format!("{script} printed no path"))
 }

@@ -2,7 +2,6 @@
 //! no registry): vx11's image from the release binaries, and the pod sandbox (pause) image.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use crate::{Binaries, Error, Result};
 
@@ -21,23 +20,5 @@ pub fn build_images(binaries: &Binaries) -> Result<Vec<PathBuf>> {
 }
 
 fn run_image_script(args: &[String]) -> Result<PathBuf> {
-    let output = Command::new("bash")
-        .arg(IMAGE_SCRIPT)
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| Error::io(format!("running {IMAGE_SCRIPT}"), e))?;
-    if !output.status.success() {
-        return Err(Error::Binaries(format!(
-            "{IMAGE_SCRIPT} {} failed ({}); its messages are above",
-            args.join(" "),
-            output.status
-        )));
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .last()
-        .map(|line| PathBuf::from(line.trim()))
-        .ok_or_else(|| Error::Binaries(format!("{IMAGE_SCRIPT} printed no path")))
+    crate::binaries::run_script_for_path(IMAGE_SCRIPT, args).map_err(Error::Binaries)
 }
