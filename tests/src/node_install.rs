@@ -55,7 +55,8 @@ impl NodeInstall {
         progress: impl Fn(&str),
     ) -> Result<Self> {
         let client = cp.client()?;
-        let ns = options.namespace.as_str();
+        let namespace = options.namespace.clone();
+        let ns = namespace.as_str();
         progress(&format!(
             "namespace {ns} (Pod Security Standard: restricted, enforced)"
         ));
@@ -118,6 +119,18 @@ impl NodeInstall {
         )
         .await
         .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        // Nor is a Ready gateway one that reaches the backend: the NetworkPolicy enforcer
+        // admits a new gateway pod's address, and kube-proxy programs the backend Service, a
+        // moment after both are Ready (on a loaded machine, more than the gateway's 2 s retry
+        // on a refused connection). A user's first request is the release's first real one,
+        // so the install ends when every gateway pod passes a request through to the backend.
+        progress("waiting for every gateway pod to reach the backend");
+        let reached = Instant::now();
+        wait_backend_through_each_gateway(&client, ns, Duration::from_secs(60)).await?;
+        progress(&format!(
+            "every gateway pod reaches the backend ({:.1?} after the Service answered)",
+            reached.elapsed()
+        ));
         Ok(install)
     }
 
@@ -130,6 +143,71 @@ impl NodeInstall {
     pub async fn client_token(&self, cp: &ControlPlane, name: &str) -> Result<String> {
         crate::objects::client_token(&cp.client()?, &self.options.namespace, name).await
     }
+}
+
+/// Waits until each gateway pod of `namespace`, at its own address, answers an authenticated
+/// `GET /operator/api/health` (which it proxies to the backend Service) with 200. The token is
+/// the first of the release's client Secret.
+pub async fn wait_backend_through_each_gateway(
+    client: &Client,
+    namespace: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), namespace);
+    let secret = secrets.get("vx11-client-tokens").await?;
+    let token = secret
+        .data
+        .and_then(|d| d.into_values().next())
+        .and_then(|v| String::from_utf8(v.0).ok())
+        .ok_or_else(|| Error::Kubeconfig("vx11-client-tokens holds no token".into()))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let gateways = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=gateway"))
+        .await?;
+    for pod in gateways
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .ok_or_else(|| Error::Kubeconfig(format!("gateway pod {name} has no address")))?;
+        let addr: std::net::SocketAddr = format!("{ip}:8000")
+            .parse()
+            .map_err(|e| Error::Kubeconfig(format!("gateway pod {name}'s address {ip}: {e}")))?;
+        let header = format!("x-vx11-token: {token}\r\n");
+        crate::eventually(
+            &format!("gateway pod {name} passing /operator/api/health to the backend"),
+            timeout,
+            || {
+                let header = header.clone();
+                async move {
+                    let status = tokio::task::spawn_blocking(move || {
+                        crate::services::http_status_with(
+                            addr,
+                            "/operator/api/health",
+                            &header,
+                            Duration::from_secs(5),
+                        )
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    match status {
+                        Some(200) => Ok(()),
+                        Some(other) => Err(format!("answered {other}")),
+                        None => Err("no answer".to_owned()),
+                    }
+                }
+            },
+        )
+        .await
+        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Waits until the namespace has pods and every one is Running with all containers Ready.

@@ -258,11 +258,26 @@ impl Drop for ServiceProcess {
 
 /// A bare HTTP/1.0 GET on loopback, for readiness polls without an async runtime.
 pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    http_status_with(addr, path, "", Duration::from_secs(1))
+}
+
+/// [`http_status`] with further request header lines (`"name: value\r\n"` each) and a
+/// read timeout.
+pub fn http_status_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &str,
+    read_timeout: Duration,
+) -> Option<u16> {
     use std::io::{Read, Write};
     let mut stream =
         std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    stream.set_read_timeout(Some(read_timeout)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n"
+    )
+    .ok()?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
