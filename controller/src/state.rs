@@ -33,6 +33,13 @@ use crate::crd::Vx11TokenSet;
 pub const RECORD_ANNOTATION: &str = "vx11.dev/record";
 /// Annotation on a `Vx11TokenSet`: set it to a new value to rotate every generated token once.
 pub const ROTATE_ANNOTATION: &str = "vx11.dev/rotate";
+/// Annotation prefix on a `Vx11TokenSet`: `rotate.vx11.dev/<token>` set to a new value rotates
+/// that generated token once.
+pub const TOKEN_ROTATE_ANNOTATION_PREFIX: &str = "rotate.vx11.dev/";
+/// Key prefix in the client Secret: `_staged.<token>` holds the plaintext of a staged value
+/// until it is published under `<token>` (a token name cannot start with `_`). Clients read
+/// only `<token>`.
+pub const STAGED_KEY_PREFIX: &str = "_staged.";
 /// Labels on both Secrets.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const TOKENSET_LABEL: &str = "vx11.dev/tokenset";

@@ -100,13 +100,78 @@ async fn render(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     }
 }
 
-/// Serves `/metrics` on its own listener until shutdown.
+/// `GET /generation`: the `tokens.json` generation this process serves, for the controller's
+/// staged rotation (it publishes a new value once every consumer pod serves it). On the
+/// metrics port, so the controller needs no credentials and no access to the API port; it
+/// shows a generation and a count, never a digest or a value. `generation` is `null` when no
+/// token file was read (legacy variables or a plain `tokens` list).
+pub fn generation_router(store: Arc<TokenStore>) -> Router {
+    Router::new()
+        .route("/generation", get(served_generation))
+        .with_state(store)
+}
+
+async fn served_generation(State(store): State<Arc<TokenStore>>) -> impl IntoResponse {
+    let snapshot = store.snapshot();
+    axum::Json(serde_json::json!({
+        "generation": snapshot.generation,
+        "tokens": snapshot.set.len(),
+        "loadedAt": snapshot.loaded_at,
+    }))
+}
+
+/// Serves `/metrics` and `/generation` on their own listener until shutdown.
 pub async fn serve_metrics(
     listener: TcpListener,
     registry: Arc<Registry>,
+    store: Arc<TokenStore>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, metrics_router(registry))
-        .with_graceful_shutdown(async move { shutdown.triggered().await })
-        .await
+    axum::serve(
+        listener,
+        metrics_router(registry).merge(generation_router(store)),
+    )
+    .with_graceful_shutdown(async move { shutdown.triggered().await })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+    use vx11_tokenset::{Origin, SetEntry, TokenDigest, TokenSet};
+
+    async fn generation_of(store: Arc<TokenStore>) -> serde_json::Value {
+        let response = generation_router(store)
+            .oneshot(Request::get("/generation").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn generation_reports_the_served_file_and_no_digest() {
+        let store = Arc::new(TokenStore::new());
+        assert_eq!(
+            generation_of(store.clone()).await["generation"],
+            serde_json::Value::Null
+        );
+        let digest = TokenDigest::of(b"vx11_a-value-served-by-this-process");
+        store.install(
+            TokenSet::new(vec![SetEntry::new("operator", digest, Origin::TokenFile)]),
+            Some(7),
+        );
+        let body = generation_of(store).await;
+        assert_eq!(
+            (body["generation"].as_u64(), body["tokens"].as_u64()),
+            (Some(7), Some(1))
+        );
+        assert!(!body.to_string().contains(&digest.to_hex()[..12]));
+    }
 }

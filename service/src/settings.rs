@@ -116,11 +116,16 @@ impl Started {
     pub fn serve_metrics(self, registry: Arc<Registry>) -> (TokenWatcher, Shutdown) {
         let Started {
             watcher,
+            store,
             metrics_listener,
             shutdown,
-            ..
         } = self;
-        tokio::spawn(serve_metrics(metrics_listener, registry, shutdown.clone()));
+        tokio::spawn(serve_metrics(
+            metrics_listener,
+            registry,
+            store,
+            shutdown.clone(),
+        ));
         (watcher, shutdown)
     }
 }

@@ -42,6 +42,9 @@ pub enum TokenState {
     Active,
     /// A replaced value, accepted until its `expiresAt` (the grace period).
     Retiring,
+    /// A new value that the services accept already and the clients do not have yet: the
+    /// controller publishes it once every consumer serves this file (staged rotation).
+    Staged,
 }
 
 impl TokenState {
@@ -49,6 +52,7 @@ impl TokenState {
         match self {
             TokenState::Active => "active",
             TokenState::Retiring => "retiring",
+            TokenState::Staged => "staged",
         }
     }
 }
@@ -223,6 +227,15 @@ mod tests {
         let file = TokenFile::parse(json.as_bytes()).unwrap();
         assert_eq!(file.generation, 7);
         assert_eq!(file.tokens[1].state, TokenState::Retiring);
+    }
+
+    #[test]
+    fn reads_a_staged_value() {
+        let json = r#"{"version":1,"generation":8,"tokens":[
+            {"name":"operator","sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","state":"staged","notBefore":"2026-11-22T10:00:00Z"}]}"#;
+        let file = TokenFile::parse(json.as_bytes()).unwrap();
+        assert_eq!(file.tokens[0].state, TokenState::Staged);
+        assert!(file.to_json().contains(r#""state": "staged""#));
     }
 
     #[test]

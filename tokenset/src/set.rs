@@ -272,6 +272,15 @@ mod tests {
     }
 
     #[test]
+    fn a_staged_value_is_accepted_like_an_active_one() {
+        let mut staged = entry("vx11-staged-token-value00", "operator");
+        staged.state = TokenState::Staged;
+        let set = TokenSet::new(vec![staged, entry("vx11-active-token-value00", "operator")]);
+        assert!(set.check("vx11-staged-token-value00", now()).is_accepted());
+        assert!(set.check("vx11-active-token-value00", now()).is_accepted());
+    }
+
+    #[test]
     fn a_digest_in_two_entries_passes_if_either_is_open() {
         let mut expired = entry("vx11-shared-token-value00", "old");
         expired.expires_at = Some(now() - Duration::seconds(1));
