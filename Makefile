@@ -46,3 +46,8 @@ kind-up:
 ## bench: gateway vs nginx vs direct, 10 000 SSE streams, reload under load, controller figures (~13 min, loopback only)
 bench:
 	bash bench/run.sh
+
+## install: the `kubectl vx11` plugin (binary kubectl-vx11) into ~/.cargo/bin, which kubectl finds on PATH
+.PHONY: install
+install:
+	$(CARGO) install --locked --path controller --bin kubectl-vx11
