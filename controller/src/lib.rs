@@ -7,12 +7,14 @@
 //!
 //! Modules: [`crd`] (the resource), [`plan`] (what the Secrets should hold: pure, unit
 //! tested, one file per rule), [`state`] (how that state is kept in and read back from the
-//! Secrets), [`status`] (the resource's status from a plan), [`reconcile`] (the I/O of one
+//! Secrets), [`consumers`] (the pods that must serve a value before it is published),
+//! [`status`] (the resource's status from a plan), [`reconcile`] (the I/O of one
 //! reconcile: reads, writes, events, status), [`run`] (the process: probes, leader
 //! election, the controllers), [`leader`] (Lease election), [`permissions`] (RBAC
 //! preflight), [`metrics`], [`telemetry`], [`config`].
 
 pub mod config;
+pub mod consumers;
 pub mod crd;
 pub mod duration;
 pub mod leader;

@@ -34,11 +34,18 @@ pub struct TokenSetLabels {
     pub state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SetLabels {
+    pub namespace: String,
+    pub tokenset: String,
+}
+
 /// A TokenSet as the metrics name it: (namespace, name).
 pub type SetKey = (String, String);
 
 /// Every `state` label of `vx11_controller_tokens`.
-pub const TOKEN_STATES: [TokenState; 2] = [TokenState::Active, TokenState::Retiring];
+pub const TOKEN_STATES: [TokenState; 3] =
+    [TokenState::Active, TokenState::Staged, TokenState::Retiring];
 
 /// The controller's metrics, `vx11_controller_*`.
 #[derive(Debug)]
@@ -53,6 +60,10 @@ pub struct Metrics {
     sets_with_series: Mutex<BTreeSet<SetKey>>,
     pub duration: Histogram,
     pub leader: Gauge,
+    /// From staging a value to publishing it.
+    pub propagation: Histogram,
+    /// Consumer pods of each set that do not serve its current generation.
+    stale_consumers: Family<SetLabels, Gauge>,
 }
 
 impl Metrics {
@@ -65,6 +76,10 @@ impl Metrics {
             sets_with_series: Mutex::default(),
             duration: Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             leader: Gauge::default(),
+            propagation: Histogram::new([
+                0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 300.0, 600.0,
+            ]),
+            stale_consumers: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("vx11_controller");
         r.register(
@@ -91,6 +106,16 @@ impl Metrics {
             "reconcile_duration_seconds",
             "Duration of reconciles",
             metrics.duration.clone(),
+        );
+        r.register(
+            "propagation_seconds",
+            "From staging a new value (services accept it) to publishing it to the client Secret (every consumer serves it)",
+            metrics.propagation.clone(),
+        );
+        r.register(
+            "stale_consumers",
+            "Consumer pods of each set that do not serve its current tokens.json generation",
+            metrics.stale_consumers.clone(),
         );
         r.register(
             "leader",
@@ -127,6 +152,18 @@ impl Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
+    /// Sets `vx11_controller_stale_consumers` of one set.
+    pub fn set_stale_consumers(&self, namespace: &str, tokenset: &str, count: usize) {
+        let mut sets = self.lock_sets();
+        sets.insert((namespace.to_owned(), tokenset.to_owned()));
+        self.stale_consumers
+            .get_or_create(&SetLabels {
+                namespace: namespace.to_owned(),
+                tokenset: tokenset.to_owned(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
     /// Removes every series of the sets in `scope` (a namespace, `None` for all) for which
     /// `exists(namespace, name)` is false. Returns the sets removed.
     pub fn forget_deleted(
@@ -144,6 +181,10 @@ impl Metrics {
                     state: state.as_str().to_owned(),
                 });
             }
+            self.stale_consumers.remove(&SetLabels {
+                namespace: namespace.clone(),
+                tokenset: tokenset.clone(),
+            });
             sets.remove(&(namespace.clone(), tokenset.clone()));
         }
         gone

@@ -4,27 +4,32 @@
 //! revocation is unit tested here.
 //!
 //! [`plan`] applies the rules in this order, one file each: for every token of the spec,
-//! [`expiry`], then [`generated`] or [`referenced`], then [`grace`] (end of grace); then
-//! [`revocation`] for the tokens that left the spec. What they report is in [`outcome`].
+//! [`expiry`], then [`generated`] or [`referenced`] (which keep a value or stage a new one),
+//! then [`publication`] (a staged value every consumer serves goes to the clients), then
+//! [`grace`] (end of grace); then [`revocation`] for the tokens that left the spec. What
+//! they report is in [`outcome`].
 
 mod expiry;
 mod generated;
 mod grace;
 mod input;
 mod outcome;
+mod publication;
 mod referenced;
 mod revocation;
 mod round;
+#[cfg(test)]
+mod staging_tests;
 #[cfg(test)]
 mod tests;
 
 use vx11_tokenset::{TokenDigest, TokenEntry};
 
-pub use input::{Generator, Input, Source, Timing};
-pub use outcome::{Cause, Note, Plan, Problem, ProblemKind, min_time};
+pub use input::{Acknowledged, Generator, Input, Source, Timing};
+pub use outcome::{Cause, Note, Plan, Problem, ProblemKind, Waiting, min_time};
 
 use crate::Result;
-use crate::state::Record;
+use crate::state::{Record, staged_key};
 use round::TokenRound;
 
 /// Computes the desired state. See the crate README for the rules.
@@ -32,9 +37,11 @@ pub fn plan(input: &Input<'_>, generate: Generator<'_>) -> Result<Plan> {
     let now = input.now;
     let timing = Timing::of(input.spec)?;
     let previous = input.observed.record.clone().unwrap_or_default();
-    let requested = input
+    let requested_all = input
         .rotate_request
         .is_some_and(|r| previous.rotate_handled.as_deref() != Some(r));
+    // A plan that stages a value changes the file: the new generation.
+    let next_generation = previous.generation + 1;
 
     let mut out = Plan {
         record: Record::default(),
@@ -43,6 +50,9 @@ pub fn plan(input: &Input<'_>, generate: Generator<'_>) -> Result<Plan> {
         problems: Vec::new(),
         next_wake: None,
         next_rotation: None,
+        waiting: Vec::new(),
+        propagations: Vec::new(),
+        published: Default::default(),
     };
     let mut tokens = Vec::new();
 
@@ -55,9 +65,22 @@ pub fn plan(input: &Input<'_>, generate: Generator<'_>) -> Result<Plan> {
         if expiry::apply(spec, &entries, now, &mut out) {
             continue;
         }
-        let mut round = TokenRound::new(spec, &entries, now, timing.grace);
+        let mut round = TokenRound::new(
+            spec,
+            &entries,
+            previous.staged.get(&spec.name),
+            previous.published.get(&spec.name).copied(),
+            previous.generation,
+            now,
+            timing.grace,
+        );
+        let mut published = None;
         if let Some(generate_spec) = spec.generated() {
-            generated::apply(
+            let requested = requested_all
+                || input.token_rotate_requests.get(&spec.name)
+                    != previous.token_rotate_handled.get(&spec.name)
+                    && input.token_rotate_requests.contains_key(&spec.name);
+            published = generated::apply(
                 &mut round,
                 generate_spec,
                 input,
@@ -69,6 +92,17 @@ pub fn plan(input: &Input<'_>, generate: Generator<'_>) -> Result<Plan> {
         } else if let Some(reference) = &spec.secret_ref {
             referenced::apply(&mut round, reference, input, &mut out);
         }
+        if let Some(value) =
+            publication::apply(&mut round, input.acknowledged, next_generation, &mut out)
+        {
+            published = Some(value);
+        }
+        if let Some(value) = published {
+            out.client_values.insert(spec.name.clone(), value);
+        }
+        if let Some(value) = round.staged_value.clone() {
+            out.client_values.insert(staged_key(&spec.name), value);
+        }
         grace::apply(&mut round, &mut out);
         round.finish(&mut out, &mut tokens);
     }
@@ -79,7 +113,7 @@ pub fn plan(input: &Input<'_>, generate: Generator<'_>) -> Result<Plan> {
     let changed = input.observed.record.is_none() || tokens != previous.tokens;
     out.record = Record {
         generation: if changed {
-            previous.generation + 1
+            next_generation
         } else {
             previous.generation
         },
@@ -93,6 +127,23 @@ pub fn plan(input: &Input<'_>, generate: Generator<'_>) -> Result<Plan> {
         } else {
             previous.last_rotation
         },
+        token_rotate_handled: {
+            let mut handled = previous.token_rotate_handled;
+            handled.extend(
+                input
+                    .token_rotate_requests
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+            handled.retain(|name, _| input.spec.tokens.iter().any(|t| &t.name == name));
+            handled
+        },
+        staged: out
+            .waiting
+            .iter()
+            .map(|w| (w.name.clone(), w.stage.clone()))
+            .collect(),
+        published: out.published.clone(),
     };
     Ok(out)
 }

@@ -17,13 +17,18 @@ use serde_json::json;
 use vx11_tokenset::TokenValue;
 
 use crate::config::CrashPoint;
+use crate::consumers;
 use crate::crd::{Vx11TokenSet, Vx11TokenSetStatus};
+use crate::duration::parse_chrono;
 use crate::metrics::{CauseLabel, Metrics, TOKEN_STATES};
 use crate::plan::{Input, Note, Source, plan};
 use crate::state::{
-    ROTATE_ANNOTATION, client_secret, extra_keys, is_ours, needs_write, observe, service_secret,
+    ROTATE_ANNOTATION, TOKEN_ROTATE_ANNOTATION_PREFIX, client_secret, extra_keys, is_ours,
+    needs_write, observe, service_secret,
 };
-use crate::status::{condition_status, desired_status, ready_changed};
+use crate::status::{
+    Propagation, STALE_CONSUMERS, condition, condition_status, desired_status, ready_changed,
+};
 use crate::{Error, MANAGER, Result};
 
 /// Shared by every reconcile.
@@ -34,6 +39,8 @@ pub struct Context {
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub crash_at: Option<CrashPoint>,
+    /// Asks consumer pods which generation they serve.
+    pub http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Context {
@@ -44,6 +51,10 @@ impl std::fmt::Debug for Context {
 
 /// After a failure, try again after this long.
 const RETRY: Duration = Duration::from_secs(5);
+/// While a value is staged or a consumer lags, ask the consumers again after this long.
+const PROPAGATION_POLL: Duration = Duration::from_secs(1);
+/// With consumers, look at them again at least this often (pods come and go).
+const CONSUMER_RESYNC: Duration = Duration::from_secs(60);
 
 pub async fn reconcile(ts: Arc<Vx11TokenSet>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
@@ -86,10 +97,23 @@ async fn reconcile_set(ts: &Vx11TokenSet, ctx: &Context) -> Result<Action> {
     let observed = observe(service.as_ref(), client.as_ref());
     let now = Utc::now().trunc_subsecs(3);
     let rotate_request = ts.annotations().get(ROTATE_ANNOTATION).map(String::as_str);
+    let token_rotate_requests: BTreeMap<String, String> = ts
+        .annotations()
+        .iter()
+        .filter_map(|(k, v)| {
+            let token = k.strip_prefix(TOKEN_ROTATE_ANNOTATION_PREFIX)?;
+            Some((token.to_owned(), v.clone()))
+        })
+        .collect();
+    let propagation_spec = ts.spec.propagation.clone().unwrap_or_default();
+    let timeout = parse_chrono(&propagation_spec.timeout).map_err(Error::InvalidSpec)?;
+    let reports = consumers::ask(&ctx.http, &consumers::find(&ctx.client, ts).await?).await;
     let plan = plan(
         &Input {
             spec: &ts.spec,
             rotate_request,
+            token_rotate_requests: &token_rotate_requests,
+            acknowledged: consumers::acknowledged(propagation_spec.staged, &reports),
             observed: &observed,
             sources: &sources,
             now,
@@ -130,8 +154,32 @@ async fn reconcile_set(ts: &Vx11TokenSet, ctx: &Context) -> Result<Action> {
         ctx.metrics.set_tokens(&namespace, &name, state, count);
     }
 
-    let status = desired_status(ts, &plan, now);
+    for seconds in &plan.propagations {
+        ctx.metrics
+            .propagation
+            .observe(seconds.num_milliseconds() as f64 / 1000.0);
+    }
+    let (consumer_statuses, synced) = consumers::statuses(&reports, plan.record.generation);
+    let stale = consumer_statuses
+        .iter()
+        .filter(|c| c.state != "Synced")
+        .count();
+    ctx.metrics.set_stale_consumers(&namespace, &name, stale);
+    let propagation = Propagation::of(&plan, consumer_statuses, synced, now, timeout);
+    let status = desired_status(ts, &plan, &propagation, now);
     let previous = ts.status.clone().unwrap_or_default();
+    let was_stale = condition(&previous, "Propagated").is_some_and(|c| c.reason == STALE_CONSUMERS);
+    if propagation.reason == STALE_CONSUMERS && !was_stale {
+        tracing::warn!(namespace = %namespace, tokenset = %name, message = %propagation.message, "staged value not published: consumers are stale");
+        publish(
+            ts,
+            ctx,
+            EventType::Warning,
+            STALE_CONSUMERS,
+            propagation.message.clone(),
+        )
+        .await;
+    }
     if ready_changed(&previous, &status) {
         for problem in &plan.problems {
             problem.log(&name);
@@ -152,8 +200,14 @@ async fn reconcile_set(ts: &Vx11TokenSet, ctx: &Context) -> Result<Action> {
         tracing::info!(namespace = %namespace, tokenset = %name, generation = plan.record.generation, "Secrets written");
     }
 
-    Ok(match plan.next_wake {
-        Some(at) => Action::requeue(until(at, Utc::now())),
+    let mut wake = plan.next_wake.map(|at| until(at, Utc::now()));
+    if !plan.waiting.is_empty() || stale > 0 {
+        wake = Some(wake.map_or(PROPAGATION_POLL, |w| w.min(PROPAGATION_POLL)));
+    } else if !reports.is_empty() {
+        wake = Some(wake.map_or(CONSUMER_RESYNC, |w| w.min(CONSUMER_RESYNC)));
+    }
+    Ok(match wake {
+        Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
 }

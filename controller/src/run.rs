@@ -182,6 +182,10 @@ pub async fn run(settings: Settings) -> Result<()> {
         reporter,
         metrics: metrics.clone(),
         crash_at: settings.crash_at,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| Error::Io(std::io::Error::other(format!("an HTTP client: {e}"))))?,
     });
 
     let Some(lease) = settings.leader_election.clone() else {

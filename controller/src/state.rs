@@ -28,6 +28,7 @@ use vx11_tokenset::{TOKEN_FILE_NAME, TokenEntry, TokenFile, TokenValue};
 
 use crate::MANAGER;
 use crate::crd::Vx11TokenSet;
+use crate::plan::Cause;
 
 /// Annotation (on both Secrets) holding the [`Record`] as compact JSON: digests, never values.
 pub const RECORD_ANNOTATION: &str = "vx11.dev/record";
@@ -61,6 +62,37 @@ pub struct Record {
     /// When a generated token last rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation: Option<DateTime<Utc>>,
+    /// The last `rotate.vx11.dev/<token>` value acted on, by token name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub token_rotate_handled: BTreeMap<String, String>,
+    /// The values staged and not yet published, by token name (their entries are in
+    /// `tokens`, state `staged`; a generated one's plaintext is under [`STAGED_KEY_PREFIX`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub staged: BTreeMap<String, Stage>,
+    /// When each token's current value was published after a stage: its schedule
+    /// (`rotation.every`) counts from then, so a schedule that fell due while the value
+    /// waited does not rotate it again at once.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub published: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// A staged value on its way to the clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stage {
+    /// The first `tokens.json` generation that holds it: it is published once every
+    /// consumer serves this generation or a later one.
+    pub generation: u64,
+    /// Why it was staged: `None` for a token's first value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    /// When it was staged.
+    pub since: DateTime<Utc>,
+}
+
+/// The client Secret's key for the staged plaintext of token `name`.
+pub fn staged_key(name: &str) -> String {
+    format!("{STAGED_KEY_PREFIX}{name}")
 }
 
 impl Record {
@@ -287,6 +319,7 @@ mod tests {
             }],
             rotate_handled: Some("r1".into()),
             last_rotation: None,
+            ..Record::default()
         }
     }
 

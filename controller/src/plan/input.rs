@@ -35,10 +35,24 @@ pub struct Input<'a> {
     pub spec: &'a Vx11TokenSetSpec,
     /// The value of the `vx11.dev/rotate` annotation, if set.
     pub rotate_request: Option<&'a str>,
+    /// The values of the `rotate.vx11.dev/<token>` annotations, by token name.
+    pub token_rotate_requests: &'a BTreeMap<String, String>,
+    /// Which `tokens.json` generation every consumer serves.
+    pub acknowledged: Acknowledged,
     pub observed: &'a Observed,
     /// Values of `secretRef` tokens, by token name.
     pub sources: &'a BTreeMap<String, Source>,
     pub now: DateTime<Utc>,
+}
+
+/// What the consumers of the set serve, as far as publication cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acknowledged {
+    /// No consumer to wait for (none, or staging switched off): publish at once.
+    Everyone,
+    /// Every consumer serves this generation or a later one (the lowest of them; 0 when
+    /// one did not answer).
+    UpTo(u64),
 }
 
 /// Makes a new token of `bytes` random bytes.

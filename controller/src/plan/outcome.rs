@@ -10,7 +10,8 @@ use vx11_tokenset::{Fingerprint, TokenValue};
 use crate::state::Record;
 
 /// Why a value was replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Cause {
     /// `rotation.every` elapsed.
     Scheduled,
@@ -20,6 +21,9 @@ pub enum Cause {
     ClientValueLost,
     /// The referenced Secret holds a new value.
     SourceChanged,
+    /// A staged value replaced the old one, and the record that said why was lost (the
+    /// Secrets' annotations removed by a person).
+    Unrecorded,
 }
 
 impl Cause {
@@ -29,6 +33,7 @@ impl Cause {
             Cause::Requested => "requested",
             Cause::ClientValueLost => "client_value_lost",
             Cause::SourceChanged => "source_changed",
+            Cause::Unrecorded => "unrecorded",
         }
     }
 }
@@ -36,6 +41,16 @@ impl Cause {
 /// Something that happened to a token, for an event and a log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note {
+    /// A new value's digest was added to `tokens.json`; it is published to the clients once
+    /// every consumer serves that generation.
+    Staged {
+        name: String,
+        /// `None`: the token's first value.
+        cause: Option<Cause>,
+        fingerprint: Fingerprint,
+        /// A staged value this one replaces (never published).
+        replaces: Option<Fingerprint>,
+    },
     Issued {
         name: String,
         fingerprint: Fingerprint,
@@ -67,6 +82,7 @@ impl Note {
     /// The event's reason.
     pub fn reason(&self) -> &'static str {
         match self {
+            Note::Staged { .. } => "Staged",
             Note::Issued { .. } => "Issued",
             Note::Rotated { .. } => "Rotated",
             Note::Retired { .. } => "Retired",
@@ -78,6 +94,16 @@ impl Note {
     /// The event's message: names and fingerprints, never a value.
     pub fn message(&self) -> String {
         match self {
+            Note::Staged {
+                name,
+                cause,
+                fingerprint,
+                replaces,
+            } => format!(
+                "token {name}: {fingerprint} staged ({}){}; published once every consumer serves it",
+                cause.map_or("first value", Cause::as_str),
+                replaces.map_or(String::new(), |r| format!(", replacing staged {r}"))
+            ),
             Note::Issued { name, fingerprint } => format!("token {name}: {fingerprint} issued"),
             Note::Rotated {
                 name,
@@ -109,6 +135,16 @@ impl Note {
     /// The log line, for the set named `set`.
     pub fn log(&self, set: &str) {
         match self {
+            Note::Staged {
+                name,
+                cause,
+                fingerprint,
+                replaces,
+            } => {
+                let cause = cause.map_or("first_value", Cause::as_str);
+                let replaces = replaces.map(|r| r.to_string()).unwrap_or_default();
+                tracing::info!(tokenset = %set, token = %name, cause, %fingerprint, replaces, "value staged");
+            }
             Note::Issued { name, fingerprint } => {
                 tracing::info!(tokenset = %set, token = %name, %fingerprint, "token issued");
             }
@@ -184,6 +220,20 @@ pub struct Plan {
     pub next_wake: Option<DateTime<Utc>>,
     /// The earliest scheduled rotation.
     pub next_rotation: Option<DateTime<Utc>>,
+    /// The values still staged after this plan, waiting for the consumers.
+    pub waiting: Vec<Waiting>,
+    /// For each value published by this plan: how long it was staged.
+    pub propagations: Vec<chrono::Duration>,
+    /// When each token's current value was published after a stage (for the record).
+    pub published: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// A staged value that waits for the consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub name: String,
+    pub fingerprint: Fingerprint,
+    pub stage: crate::state::Stage,
 }
 
 impl Plan {

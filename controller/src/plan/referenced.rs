@@ -1,6 +1,8 @@
 //! Rule: a referenced token (`secretRef`). The value in the user's Secret is served; a new
-//! value there rotates it (`source_changed`); a missing or invalid one is a problem, and
-//! what was served stays.
+//! value there is staged (`source_changed`) and replaces the old one once published (the
+//! user's Secret is theirs: clients that read it directly see the new value at once). A
+//! value that goes back to the served one drops the staged one. A missing or invalid value is
+//! a problem, and what was served (and staged) stays.
 
 use vx11_tokenset::TokenValue;
 
@@ -24,12 +26,24 @@ pub fn apply(
     };
     match input.sources.get(name) {
         Some(Source::Value(raw)) => match TokenValue::new(raw.clone()) {
-            Ok(value) => match round.current {
-                Some(cur) if cur.sha256 == value.digest() => round.keep(cur),
-                _ => {
-                    round.replace(value, Some(Cause::SourceChanged), out);
+            Ok(value) => {
+                if let Some(cur) = round.current {
+                    round.keep(cur);
                 }
-            },
+                let served = round.current.is_some_and(|c| c.sha256 == value.digest());
+                let staged = round
+                    .staged
+                    .as_ref()
+                    .is_some_and(|(e, _)| e.sha256 == value.digest());
+                if served {
+                    round.drop_staged();
+                } else if !staged {
+                    let cause = round.current.map(|_| Cause::SourceChanged);
+                    round.stage(value, cause, out);
+                    // The user's Secret holds the plaintext; the client Secret does not.
+                    round.staged_value = None;
+                }
+            }
             Err(invalid) => {
                 out.problems.push(problem(
                     ProblemKind::InvalidSpec,

@@ -9,11 +9,11 @@ use super::*;
 use crate::crd::{GenerateSpec, RotationSpec, SecretKeyRef, TokenSpec, Vx11TokenSetSpec};
 use crate::state::Observed;
 
-fn t0() -> DateTime<Utc> {
+pub(super) fn t0() -> DateTime<Utc> {
     "2026-11-22T10:00:00Z".parse().unwrap()
 }
 
-fn generated(name: &str) -> TokenSpec {
+pub(super) fn generated(name: &str) -> TokenSpec {
     TokenSpec {
         name: name.into(),
         generate: Some(GenerateSpec { bytes: 32 }),
@@ -22,7 +22,7 @@ fn generated(name: &str) -> TokenSpec {
     }
 }
 
-fn referenced(name: &str, secret: &str) -> TokenSpec {
+pub(super) fn referenced(name: &str, secret: &str) -> TokenSpec {
     TokenSpec {
         name: name.into(),
         generate: None,
@@ -34,7 +34,7 @@ fn referenced(name: &str, secret: &str) -> TokenSpec {
     }
 }
 
-fn spec(tokens: Vec<TokenSpec>, every: Option<&str>, grace: &str) -> Vx11TokenSetSpec {
+pub(super) fn spec(tokens: Vec<TokenSpec>, every: Option<&str>, grace: &str) -> Vx11TokenSetSpec {
     Vx11TokenSetSpec {
         secret_name: "svc".into(),
         client_secret_name: "client".into(),
@@ -43,6 +43,7 @@ fn spec(tokens: Vec<TokenSpec>, every: Option<&str>, grace: &str) -> Vx11TokenSe
             every: every.map(Into::into),
             grace_period: grace.into(),
         }),
+        propagation: None,
     }
 }
 
@@ -57,29 +58,35 @@ impl Gen {
 
 /// Runs a plan and turns its output into the next round's observation, as the
 /// controller's writes would.
-struct World {
-    spec: Vx11TokenSetSpec,
-    observed: Observed,
-    sources: BTreeMap<String, Source>,
-    rotate: Option<String>,
+pub(super) struct World {
+    pub spec: Vx11TokenSetSpec,
+    pub observed: Observed,
+    pub sources: BTreeMap<String, Source>,
+    pub rotate: Option<String>,
+    pub token_rotate: BTreeMap<String, String>,
+    pub acknowledged: Acknowledged,
     generator: Gen,
 }
 
 impl World {
-    fn new(spec: Vx11TokenSetSpec) -> Self {
+    pub fn new(spec: Vx11TokenSetSpec) -> Self {
         Self {
             spec,
             observed: Observed::default(),
             sources: BTreeMap::new(),
             rotate: None,
+            token_rotate: BTreeMap::new(),
+            acknowledged: Acknowledged::Everyone,
             generator: Gen(0),
         }
     }
 
-    fn step(&mut self, now: DateTime<Utc>) -> Plan {
+    pub fn step(&mut self, now: DateTime<Utc>) -> Plan {
         let input = Input {
             spec: &self.spec,
             rotate_request: self.rotate.as_deref(),
+            token_rotate_requests: &self.token_rotate,
+            acknowledged: self.acknowledged,
             observed: &self.observed,
             sources: &self.sources,
             now,
@@ -97,7 +104,7 @@ impl World {
         plan
     }
 
-    fn entries(&self, name: &str) -> Vec<TokenEntry> {
+    pub fn entries(&self, name: &str) -> Vec<TokenEntry> {
         let record = self.observed.record.as_ref().unwrap();
         record
             .tokens
@@ -107,7 +114,7 @@ impl World {
             .collect()
     }
 
-    fn generation(&self) -> u64 {
+    pub fn generation(&self) -> u64 {
         self.observed.record.as_ref().unwrap().generation
     }
 }
