@@ -103,6 +103,13 @@ pub fn needs(settings: &Settings) -> Vec<Need> {
             );
         }
         add("events.k8s.io", "events", None, "create", "record events");
+        add(
+            "",
+            "pods",
+            None,
+            "list",
+            "find the consumer pods that must serve a staged value before it is published",
+        );
     }
     if let Some(lease) = &settings.leader_election {
         out.push(Need {
