@@ -78,7 +78,7 @@ async fn without_any_one_rule_the_controller_names_what_is_missing() {
     let cluster = Cluster::start(&["watched", "ignored"]).await;
     let full = rendered_rbac();
     let grants = all_grants(&full);
-    assert_eq!(grants.len(), 12, "{grants:?}");
+    assert_eq!(grants.len(), 13, "{grants:?}");
     for grant in &grants {
         let reduced = without(&full, grant);
         // kubectl apply removes what the reduced object lacks.

@@ -109,6 +109,7 @@ pub struct Node {
     scheduler: Process,
     containerd: Process,
     runtime_socket: PathBuf,
+    kubelet_root: PathBuf,
     started: Instant,
     ready_after: Duration,
 }
@@ -295,6 +296,7 @@ impl Node {
             scheduler,
             containerd,
             runtime_socket,
+            kubelet_root: state.join("kubelet/root"),
             started,
             ready_after,
         })
@@ -308,6 +310,11 @@ impl Node {
     /// When the node's programs were started.
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// kubelet's `--root-dir`: the pods' volumes are under `pods/<uid>/volumes/`.
+    pub fn kubelet_root(&self) -> &Path {
+        &self.kubelet_root
     }
 
     /// containerd's socket (for `ctr --address` / `crictl --runtime-endpoint`).

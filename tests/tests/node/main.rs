@@ -16,4 +16,5 @@ mod cases;
 mod lifecycle;
 mod network_policy;
 mod rotation;
+mod staged;
 mod support;
