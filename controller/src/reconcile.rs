@@ -53,8 +53,11 @@ impl std::fmt::Debug for Context {
 const RETRY: Duration = Duration::from_secs(5);
 /// While a value is staged or a consumer lags, ask the consumers again after this long.
 const PROPAGATION_POLL: Duration = Duration::from_secs(1);
-/// With consumers, look at them again at least this often (pods come and go).
-const CONSUMER_RESYNC: Duration = Duration::from_secs(60);
+/// Once a staged value is overdue (`StaleConsumers`), ask this often.
+const STALE_POLL: Duration = Duration::from_secs(5);
+/// Look at the consumers again at least this often (pods come and go; the controller does
+/// not watch pods, which would cache every pod of the cluster).
+const CONSUMER_RESYNC: Duration = Duration::from_secs(30);
 
 pub async fn reconcile(ts: Arc<Vx11TokenSet>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
@@ -200,16 +203,17 @@ async fn reconcile_set(ts: &Vx11TokenSet, ctx: &Context) -> Result<Action> {
         tracing::info!(namespace = %namespace, tokenset = %name, generation = plan.record.generation, "Secrets written");
     }
 
-    let mut wake = plan.next_wake.map(|at| until(at, Utc::now()));
-    if !plan.waiting.is_empty() || stale > 0 {
-        wake = Some(wake.map_or(PROPAGATION_POLL, |w| w.min(PROPAGATION_POLL)));
-    } else if !reports.is_empty() {
-        wake = Some(wake.map_or(CONSUMER_RESYNC, |w| w.min(CONSUMER_RESYNC)));
-    }
-    Ok(match wake {
-        Some(after) => Action::requeue(after),
-        None => Action::await_change(),
-    })
+    let look_again = if propagation.reason == STALE_CONSUMERS {
+        STALE_POLL
+    } else if !plan.waiting.is_empty() || stale > 0 {
+        PROPAGATION_POLL
+    } else {
+        CONSUMER_RESYNC
+    };
+    let wake = plan
+        .next_wake
+        .map_or(look_again, |at| until(at, Utc::now()).min(look_again));
+    Ok(Action::requeue(wake))
 }
 
 /// Time from `now` to `at`, rounded up to a millisecond so that the wake-up is not early.

@@ -2,7 +2,8 @@
 //! [`SYNC_FREQUENCY`]): a client that re-reads the client Secret every 100 ms and always uses
 //! the newest value gets no error through five rotations in a row; the same client with
 //! staging switched off does (so this test can fail); a pod whose projection is blocked holds
-//! publication and is named in `Propagated=False`; `kubectl vx11 status` shows it.
+//! publication and is named in `Propagated=False` until it is replaced; `kubectl vx11
+//! status` shows it.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -205,14 +206,11 @@ fn kubectl_vx11() -> PathBuf {
     let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
         .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-q",
-            "--bin",
-            "kubectl-vx11",
-        ])
+        // With the image's binaries: the same packages, so the same features and no rebuild
+        // of what the image build compiled.
+        .args(["build", "--release", "--locked", "-q"])
+        .args(["--bin", "vx11-controller", "--bin", "vx11-gateway"])
+        .args(["--bin", "vx11-operator-backend", "--bin", "kubectl-vx11"])
         .status()
         .expect("run cargo build");
     assert!(status.success(), "cargo build --bin kubectl-vx11 failed");
@@ -247,21 +245,26 @@ fn tokens_volume(shared: &Shared, uid: &str) -> PathBuf {
         .join(format!("pods/{uid}/volumes/kubernetes.io~secret/tokens"))
 }
 
-fn remount(dir: &PathBuf, mode: &str) {
-    let status = std::process::Command::new("mount")
-        .args(["-o", &format!("remount,{mode}")])
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "mount -o remount,{mode} {}",
-        dir.display()
-    );
+/// Fills the volume's tmpfs, so that kubelet's next write of it fails (no space left): the
+/// pod can no longer be updated. (kubelet 1.36, after such a failure, mounts a fresh tmpfs
+/// over the path for its retry; the running container keeps the old one and never sees an
+/// update again: the pod must be replaced. Remounting read-only has the same effect.)
+fn fill(volume: &std::path::Path) -> PathBuf {
+    use std::io::Write as _;
+    let path = volume.join(".vx11-test-fill");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 1 << 20];
+    // Bounded: the volume is a 256 MiB tmpfs at most here; stop at 1 GiB whatever happens.
+    for _ in 0..1024 {
+        if file.write_all(&block).is_err() {
+            break;
+        }
+    }
+    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pod_that_cannot_update_holds_publication_and_is_named_until_it_catches_up() {
+async fn a_pod_that_cannot_update_holds_publication_and_is_named_until_it_is_replaced() {
     let Some((shared, _turn)) = node().await else {
         return;
     };
@@ -307,7 +310,7 @@ async fn a_pod_that_cannot_update_holds_publication_and_is_named_until_it_catche
             r#"{"spec":{"propagation":{"timeout":"5s"}}}"#,
         ])
         .await;
-    remount(&volume, "ro");
+    let filler = fill(&volume);
     let old = shared.token().await;
     let nonce = format!("blocked-{}", std::process::id());
     shared
@@ -332,15 +335,8 @@ async fn a_pod_that_cannot_update_holds_publication_and_is_named_until_it_catche
         },
     )
     .await;
-    // Whatever happened, the volume is made writable again before asserting.
-    let unblock = |volume: &PathBuf| remount(volume, "rw");
-    let stale = match stale {
-        Ok(stale) => stale,
-        Err(e) => {
-            unblock(&volume);
-            panic!("{e}");
-        }
-    };
+    let _ = std::fs::remove_file(&filler);
+    let stale = stale.unwrap();
     // Held: the client Secret still has the old value, several sync periods on.
     tokio::time::sleep(SYNC_FREQUENCY * 2).await;
     let held = shared.token().await;
@@ -357,7 +353,6 @@ async fn a_pod_that_cannot_update_holds_publication_and_is_named_until_it_catche
             "json",
         ])
         .await;
-    unblock(&volume);
     let message = stale["message"].as_str().unwrap_or_default();
     assert_eq!(stale["status"], "False");
     assert!(
@@ -381,11 +376,15 @@ async fn a_pod_that_cannot_update_holds_publication_and_is_named_until_it_catche
         "no StaleConsumers event naming {stuck}"
     );
 
-    // Fixed: kubelet's next sync writes the volume, the pod catches up, the value goes out.
+    // Fixed by replacing the pod (see `fill`): its replacement mounts the current Secret, every
+    // consumer serves the staged value, and it goes out.
     let started = Instant::now();
+    shared
+        .kubectl(&["-n", NS, "delete", "pod", &stuck, "--wait=false"])
+        .await;
     eventually(
         "the held value published",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || async {
             if shared.token().await != old {
                 Ok(())
@@ -397,7 +396,7 @@ async fn a_pod_that_cannot_update_holds_publication_and_is_named_until_it_catche
     .await
     .unwrap();
     eprintln!(
-        "blocked projection: published {:?} after the volume was writable again",
+        "blocked projection: published {:?} after the stuck pod was deleted",
         started.elapsed()
     );
     wait_propagated(shared).await;
@@ -408,6 +407,11 @@ async fn a_pod_that_cannot_update_holds_publication_and_is_named_until_it_catche
     )
     .await;
     assert!(ok, "{err}");
+    let (_, out, _) = vx11(shared, &binary, &["status", "vx11"]).await;
+    assert!(
+        !out.contains(&stuck),
+        "the deleted pod is still a consumer:\n{out}"
+    );
     shared
         .kubectl(&[
             "-n",
