@@ -285,6 +285,20 @@ pub fn extra_keys(current: Option<&Secret>, desired: &Secret) -> Vec<String> {
 pub(crate) mod tests_support {
     use super::*;
 
+    /// A set `apps/main` with Secrets `svc` and `client`, for tests.
+    pub fn owner() -> Vx11TokenSet {
+        let mut ts = Vx11TokenSet::new(
+            "main",
+            serde_json::from_value(serde_json::json!({
+                "secretName": "svc", "clientSecretName": "client", "tokens": []
+            }))
+            .unwrap(),
+        );
+        ts.metadata.namespace = Some("apps".into());
+        ts.metadata.uid = Some("uid-1".into());
+        ts
+    }
+
     /// A Secret as the controller writes it, for tests: the record and optionally values.
     pub fn secret_with(record: &Record, values: Option<&BTreeMap<String, TokenValue>>) -> Secret {
         let mut s = Secret::default();
@@ -304,6 +318,7 @@ pub(crate) mod tests_support {
 
 #[cfg(test)]
 mod tests {
+    use super::tests_support::owner;
     use super::*;
     use vx11_tokenset::{TokenDigest, TokenState};
 
@@ -372,19 +387,6 @@ mod tests {
         assert_eq!(seen.record.unwrap().rotate_handled.as_deref(), Some("r1"));
 
         assert!(observe(None, None).record.is_none());
-    }
-
-    fn owner() -> Vx11TokenSet {
-        let mut ts = Vx11TokenSet::new(
-            "main",
-            serde_json::from_value(serde_json::json!({
-                "secretName": "svc", "clientSecretName": "client", "tokens": []
-            }))
-            .unwrap(),
-        );
-        ts.metadata.namespace = Some("apps".into());
-        ts.metadata.uid = Some("uid-1".into());
-        ts
     }
 
     #[test]

@@ -10,7 +10,7 @@ use vx11_tokenset::{TokenDigest, TokenState, TokenValue};
 
 use super::tests::{World, generated, referenced, spec, t0};
 use super::*;
-use crate::crd::Vx11TokenSet;
+use crate::state::tests_support::owner;
 use crate::state::{Observed, client_secret, observe, service_secret, staged_key};
 
 /// A world with consumers: a first value is published at once (nobody serves anything yet
@@ -335,19 +335,6 @@ fn a_new_secret_ref_value_is_staged_and_a_reverted_one_unstaged() {
     let plan = w.step(t0() + TimeDelta::minutes(5));
     assert_eq!(plan.rotations().collect::<Vec<_>>(), [Cause::SourceChanged]);
     assert_eq!(states(&w, "ci"), [TokenState::Active, TokenState::Retiring]);
-}
-
-fn owner() -> Vx11TokenSet {
-    let mut ts = Vx11TokenSet::new(
-        "main",
-        serde_json::from_value(serde_json::json!({
-            "secretName": "svc", "clientSecretName": "client", "tokens": []
-        }))
-        .unwrap(),
-    );
-    ts.metadata.namespace = Some("apps".into());
-    ts.metadata.uid = Some("uid-1".into());
-    ts
 }
 
 /// The two Secrets as the controller writes them for `plan`.

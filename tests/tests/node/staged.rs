@@ -95,6 +95,14 @@ async fn rotate_and_wait(shared: &Shared, nonce: &str, within: Duration) -> Dura
     requested.elapsed()
 }
 
+/// Sets the set's `spec.propagation` (JSON, `null` for the defaults).
+async fn set_propagation(shared: &Shared, propagation: &str) {
+    let patch = format!(r#"{{"spec":{{"propagation":{propagation}}}}}"#);
+    shared
+        .kubectl(&["-n", NS, "patch", "vts/vx11", "--type=merge", "-p", &patch])
+        .await;
+}
+
 async fn wait_propagated(shared: &Shared) {
     eventually("Propagated=True", Duration::from_secs(90), || async {
         let status = status(shared).await;
@@ -158,17 +166,7 @@ async fn a_client_using_the_newest_published_value_gets_no_error_through_five_ro
 
     // The same client with staging switched off: the new value reaches it before the pods.
     wait_propagated(shared).await;
-    shared
-        .kubectl(&[
-            "-n",
-            NS,
-            "patch",
-            "vts/vx11",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"propagation":{"staged":false}}}"#,
-        ])
-        .await;
+    set_propagation(shared, r#"{"staged":false}"#).await;
     let client = FollowingClient::start(shared).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     for round in 0..3 {
@@ -178,17 +176,7 @@ async fn a_client_using_the_newest_published_value_gets_no_error_through_five_ro
         tokio::time::sleep(SYNC_FREQUENCY * 2).await;
     }
     let (ok, failed_unstaged, rate, failures) = client.stop().await;
-    shared
-        .kubectl(&[
-            "-n",
-            NS,
-            "patch",
-            "vts/vx11",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"propagation":null}}"#,
-        ])
-        .await;
+    set_propagation(shared, r#"null"#).await;
     wait_propagated(shared).await;
     let unauthorized = failures.iter().filter(|f| f.contains("401")).count();
     eprintln!(
@@ -299,17 +287,7 @@ async fn a_pod_that_cannot_update_holds_publication_and_is_named_until_it_is_rep
     let gateway = shared.pods("gateway").await.remove(0);
     let stuck = gateway.metadata.name.clone().unwrap();
     let volume = tokens_volume(shared, gateway.metadata.uid.as_deref().unwrap());
-    shared
-        .kubectl(&[
-            "-n",
-            NS,
-            "patch",
-            "vts/vx11",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"propagation":{"timeout":"5s"}}}"#,
-        ])
-        .await;
+    set_propagation(shared, r#"{"timeout":"5s"}"#).await;
     let filler = fill(&volume);
     let old = shared.token().await;
     let nonce = format!("blocked-{}", std::process::id());
@@ -412,15 +390,5 @@ async fn a_pod_that_cannot_update_holds_publication_and_is_named_until_it_is_rep
         !out.contains(&stuck),
         "the deleted pod is still a consumer:\n{out}"
     );
-    shared
-        .kubectl(&[
-            "-n",
-            NS,
-            "patch",
-            "vts/vx11",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"propagation":null}}"#,
-        ])
-        .await;
+    set_propagation(shared, r#"null"#).await;
 }
