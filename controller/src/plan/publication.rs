@@ -10,18 +10,17 @@ use super::outcome::{Note, Plan};
 use super::round::TokenRound;
 
 /// `generation`: what the new record's generation will be if this plan changes the file
-/// (the generation of a value staged by this plan). Returns the published plaintext.
+/// (the generation of a value staged by this plan; a stage read back from the Secrets has an
+/// earlier one). Returns the published plaintext.
 pub fn apply(
     round: &mut TokenRound<'_>,
     acknowledged: Acknowledged,
     generation: u64,
     out: &mut Plan,
 ) -> Option<TokenValue> {
-    let (_, stage) = round.staged.as_mut()?;
-    let new = stage.generation == 0;
-    if new {
-        stage.generation = generation;
-    }
+    let (_, stage) = round.staged.as_ref()?;
+    // Staged by this plan: no file holds it yet.
+    let new = stage.generation == generation;
     let ready = match acknowledged {
         Acknowledged::Everyone => true,
         // Nobody can serve a file not written yet.

@@ -26,6 +26,9 @@ pub struct TokenRound<'a> {
     pub staged_value: Option<TokenValue>,
     /// When the current value was published after a stage (see `Record::published`).
     pub published_at: Option<DateTime<Utc>>,
+    /// The generation of the file this plan writes if it changes it: the generation of a
+    /// value staged now.
+    next_generation: u64,
 }
 
 impl<'a> TokenRound<'a> {
@@ -84,6 +87,7 @@ impl<'a> TokenRound<'a> {
             staged,
             staged_value: None,
             published_at: published_at.filter(|_| current.is_some()),
+            next_generation: generation + 1,
         }
     }
 
@@ -118,8 +122,7 @@ impl<'a> TokenRound<'a> {
         self.staged = Some((
             entry,
             Stage {
-                // Filled in by `plan` with the generation of the file that first holds it.
-                generation: 0,
+                generation: self.next_generation,
                 cause,
                 since: self.now,
             },
