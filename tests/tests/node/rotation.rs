@@ -77,14 +77,7 @@ async fn rotation_under_load_fails_no_request_and_restarts_no_container() {
 
     let requested = Instant::now();
     shared
-        .kubectl(&[
-            "-n",
-            NS,
-            "annotate",
-            "vts/vx11",
-            &format!("vx11.dev/rotate=node-e2e-{}", std::process::id()),
-            "--overwrite",
-        ])
+        .request_rotation(&format!("node-e2e-{}", std::process::id()))
         .await;
     let new = eventually("a new published value", Duration::from_secs(30), || async {
         let now = shared.token().await;

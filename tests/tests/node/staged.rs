@@ -73,16 +73,7 @@ fn condition<'v>(status: &'v Value, type_: &str) -> Option<&'v Value> {
 async fn rotate_and_wait(shared: &Shared, nonce: &str, within: Duration) -> Duration {
     let old = shared.token().await;
     let requested = Instant::now();
-    shared
-        .kubectl(&[
-            "-n",
-            NS,
-            "annotate",
-            "vts/vx11",
-            &format!("vx11.dev/rotate={nonce}"),
-            "--overwrite",
-        ])
-        .await;
+    shared.request_rotation(nonce).await;
     eventually("the new value published", within, || async {
         if shared.token().await != old {
             Ok(())
@@ -291,16 +282,7 @@ async fn a_pod_that_cannot_update_holds_publication_and_is_named_until_it_is_rep
     let filler = fill(&volume);
     let old = shared.token().await;
     let nonce = format!("blocked-{}", std::process::id());
-    shared
-        .kubectl(&[
-            "-n",
-            NS,
-            "annotate",
-            "vts/vx11",
-            &format!("vx11.dev/rotate={nonce}"),
-            "--overwrite",
-        ])
-        .await;
+    shared.request_rotation(&nonce).await;
     let stale = eventually(
         "Propagated=False StaleConsumers",
         Duration::from_secs(60),

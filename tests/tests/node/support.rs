@@ -118,6 +118,19 @@ impl Shared {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Requests a rotation of the release's set: `vx11.dev/rotate=<nonce>`.
+    pub async fn request_rotation(&self, nonce: &str) {
+        self.kubectl(&[
+            "-n",
+            NS,
+            "annotate",
+            "vts/vx11",
+            &format!("vx11.dev/rotate={nonce}"),
+            "--overwrite",
+        ])
+        .await;
+    }
+
     pub async fn kubectl_json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
