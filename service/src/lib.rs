@@ -37,6 +37,7 @@ pub use serve::{
     bind_reuseport_listeners, serve_until_shutdown,
 };
 pub use settings::{
-    ListenerLimits, ServiceSettings, SettingError, Started, args_from_lookup, clap_message, start,
+    ListenerLimits, MIN_HEADER_BYTES, ServiceSettings, SettingError, Started, StreamLimits,
+    args_from_lookup, clap_message, start,
 };
 pub use telemetry::{LogFilterError, init_json_logs, init_json_logs_with_filter};

@@ -53,26 +53,104 @@ pub struct ServiceSettings {
 
     #[command(flatten)]
     pub listener: ListenerLimits,
+
+    #[command(flatten)]
+    pub streams: StreamLimits,
 }
 
-/// Limits of the public listener (connections, header size and time), shared by both
-/// services: the settings the hardening work adds go here, so each is declared once.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ListenerLimits {}
+/// Limits of every listener of both services (the API port and `/metrics`): how many
+/// connections, how large and how slow a request head, how long an idle keep-alive
+/// connection stays. `docs/SECURITY.md` says why each default is what it is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListenerLimits {
+    /// Close a connection whose request head (request line and headers) has not fully
+    /// arrived this long after its first byte (nginx: `client_header_timeout`).
+    #[arg(long, env = "VX11_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Largest request head, in bytes (request line and headers); a larger one gets 431.
+    #[arg(long, env = "VX11_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Close a keep-alive connection with no request in flight after this long
+    /// (nginx: `keepalive_timeout`).
+    #[arg(long, env = "VX11_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Open connections per process on each listener; beyond it new connections are
+    /// closed at once (counted in `vx11_connections_refused_total`).
+    #[arg(long, env = "VX11_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+}
+
+/// Limits of event streams (SSE), in the gateway and the backend alike.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StreamLimits {
+    /// Drop an event stream whose client has read nothing for this long while events
+    /// wait for it (nginx: `send_timeout`).
+    #[arg(long, env = "VX11_STREAM_STALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+
+    /// Bytes of events held for one client that reads slowly; past it the stream is
+    /// treated as stalled (kernel socket buffers not counted).
+    #[arg(long, env = "VX11_STREAM_BUFFER_BYTES", default_value_t = 64 * 1024)]
+    pub buffer_bytes: usize,
+
+    /// Event streams open at once in this process; past it a new one gets 503.
+    #[arg(long, env = "VX11_MAX_STREAMS", default_value_t = 10_000)]
+    pub max_streams: usize,
+
+    /// Event streams open at once with one token; past it a new one gets 429.
+    #[arg(long, env = "VX11_MAX_STREAMS_PER_TOKEN", default_value_t = 5_000)]
+    pub max_streams_per_token: usize,
+}
 
 /// A shared setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingError {
     #[error("{name} must be more than zero")]
     Zero { name: &'static str },
+    #[error("VX11_MAX_HEADER_BYTES must be at least {min} (the HTTP/1.1 parser's smallest buffer)")]
+    HeaderBytes { min: usize },
 }
+
+/// The smallest request head limit hyper's HTTP/1.1 parser can work with.
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 
 impl ServiceSettings {
     /// Refuses values that parse but cannot work.
     pub fn check(&self) -> Result<(), SettingError> {
-        if self.tokens_poll_interval.is_zero() {
-            return Err(SettingError::Zero {
-                name: "VX11_TOKENS_POLL_INTERVAL",
+        let durations = [
+            ("VX11_TOKENS_POLL_INTERVAL", self.tokens_poll_interval),
+            (
+                "VX11_HEADER_READ_TIMEOUT",
+                self.listener.header_read_timeout,
+            ),
+            ("VX11_IDLE_TIMEOUT", self.listener.idle_timeout),
+            ("VX11_STREAM_STALL_TIMEOUT", self.streams.stall_timeout),
+        ];
+        for (name, value) in durations {
+            if value.is_zero() {
+                return Err(SettingError::Zero { name });
+            }
+        }
+        let counts = [
+            ("VX11_MAX_CONNECTIONS", self.listener.max_connections),
+            ("VX11_STREAM_BUFFER_BYTES", self.streams.buffer_bytes),
+            ("VX11_MAX_STREAMS", self.streams.max_streams),
+            (
+                "VX11_MAX_STREAMS_PER_TOKEN",
+                self.streams.max_streams_per_token,
+            ),
+        ];
+        for (name, value) in counts {
+            if value == 0 {
+                return Err(SettingError::Zero { name });
+            }
+        }
+        if self.listener.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(SettingError::HeaderBytes {
+                min: MIN_HEADER_BYTES,
             });
         }
         Ok(())

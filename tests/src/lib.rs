@@ -19,6 +19,7 @@
 
 /// kubelet's AtomicWriter, from the token-set library (which tests its readers with it).
 pub use vx11_tokenset::kubelet_sim as atomic_writer;
+pub mod abuse;
 mod binaries;
 mod cache;
 mod controlplane;

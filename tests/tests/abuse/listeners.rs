@@ -1,0 +1,1 @@
+//! Abuse tests: listeners (filled in by the hardening work of issue 14).
