@@ -56,6 +56,17 @@ pub enum ErrorCode {
     InvalidFollow,
     /// 400: `Last-Event-ID` / `lastEventId` is not an event id.
     InvalidLastEventId,
+    /// 503: `VX11_MAX_STREAMS` event streams are open in this process.
+    TooManyStreams,
+    /// 429: `VX11_MAX_STREAMS_PER_TOKEN` event streams are open with this token.
+    TooManyStreamsForToken,
+    /// 431: the request head is too large to pass on.
+    HeadersTooLarge,
+    /// 400: more than one `Host` header (or `Host` disagreeing with the request target).
+    AmbiguousHost,
+    /// 400: a module path with dot-segments or encoded slashes, which backends could read
+    /// as another path.
+    UnsafePath,
 }
 
 impl ErrorCode {
@@ -83,6 +94,11 @@ impl ErrorCode {
             ErrorCode::InvalidQuery => "invalid_query",
             ErrorCode::InvalidFollow => "invalid_follow",
             ErrorCode::InvalidLastEventId => "invalid_last_event_id",
+            ErrorCode::TooManyStreams => "too_many_streams",
+            ErrorCode::TooManyStreamsForToken => "too_many_streams_for_token",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::AmbiguousHost => "ambiguous_host",
+            ErrorCode::UnsafePath => "unsafe_path",
         }
     }
 }

@@ -17,6 +17,7 @@ mod metrics;
 mod policy;
 mod serve;
 pub mod settings;
+mod stream_slots;
 mod telemetry;
 
 pub use access::{
@@ -40,4 +41,5 @@ pub use settings::{
     ListenerLimits, MIN_HEADER_BYTES, ServiceSettings, SettingError, Started, StreamLimits,
     args_from_lookup, clap_message, start,
 };
+pub use stream_slots::{StreamRefusal, StreamSlot, StreamSlots};
 pub use telemetry::{LogFilterError, init_json_logs, init_json_logs_with_filter};
