@@ -13,8 +13,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use vx11_service::Shutdown;
+use vx11_service::{
+    ConnectionCap, ListenerMetrics, Protocols, Serving, Shutdown, serve_until_shutdown,
+};
 
 use crate::config::Settings;
 use crate::crd::Vx11TokenSet;
@@ -156,15 +157,21 @@ pub async fn run(settings: Settings) -> Result<()> {
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    // The listener limits of the services (their defaults): no connection, slow head or
+    // idle keep-alive holds this process's memory.
+    let mut serving = Serving::with_defaults("metrics", Protocols::Http1);
+    serving.connections = ConnectionCap::new(
+        "metrics",
+        serving.limits.max_connections,
+        ListenerMetrics::register(&mut registry),
+    );
     let ready = Arc::new(Readiness::default());
-    let listener = TcpListener::bind(settings.metrics_addr).await?;
+    let listener = vx11_service::bind_listener(settings.metrics_addr, "VX11_METRICS_ADDR")?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /health and /ready");
     let app = crate::metrics::router(Arc::new(registry), ready.clone());
     let http_shutdown = shutdown.clone();
     tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_shutdown.triggered().await })
-            .await;
+        let served = serve_until_shutdown(listener, app, http_shutdown, serving).await;
         if let Err(error) = served {
             tracing::error!(%error, "metrics listener failed");
         }

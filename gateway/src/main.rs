@@ -7,7 +7,10 @@ use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::workers::{MakeApp, Workers};
 use vx11_gateway::{Gateway, app};
-use vx11_service::{bind_reuseport_listeners, init_json_logs_with_filter, start};
+use vx11_service::{
+    ListenerMetrics, Protocols, Serving, bind_reuseport_listeners, init_json_logs_with_filter,
+    start,
+};
 use vx11_tokenset::LegacyTokens;
 
 /// This runtime only handles signals and `/metrics`; requests are served by the workers'
@@ -48,6 +51,7 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
     let listeners = bind_reuseport_listeners(config.addr, "VX11_GATEWAY_ADDR", config.workers)?;
     let mut registry = Registry::default();
     let metrics = GatewayMetrics::register(&mut registry, store.clone());
+    let listener_metrics = ListenerMetrics::register(&mut registry);
 
     let snapshot = store.snapshot();
     tracing::info!(
@@ -60,7 +64,13 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
         generation = ?snapshot.generation,
         "vx11-gateway listening"
     );
-    let (watcher, shutdown) = started.serve_metrics(Arc::new(registry));
+    let (watcher, shutdown) = started.serve_metrics(
+        Arc::new(registry),
+        &config.service,
+        listener_metrics.clone(),
+    );
+    // One connection count for all the workers: the limit is the process's.
+    let serving = Serving::new("api", Protocols::Http1, &config.service, listener_metrics);
     let listeners = listeners
         .into_iter()
         .map(tokio::net::TcpListener::into_std)
@@ -76,12 +86,7 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
             )))
         })
     };
-    let workers = Workers::start(
-        listeners,
-        make_app,
-        &shutdown,
-        config.service.shutdown_grace,
-    )?;
+    let workers = Workers::start(listeners, make_app, &shutdown, &serving)?;
     tokio::task::spawn_blocking(move || workers.join())
         .await
         .map_err(std::io::Error::other)??;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::dispatch::GatewayService;
-use vx11_service::{Protocols, Shutdown, serve_until_shutdown};
+use vx11_service::{Serving, Shutdown, serve_until_shutdown};
 
 /// What every worker needs to build its own service (its own backend connection pools).
 pub type MakeApp = Arc<dyn Fn() -> GatewayService + Send + Sync>;
@@ -22,29 +22,30 @@ pub struct Workers {
 
 impl Workers {
     /// Starts one worker per listener (non-blocking std sockets, registered by the worker
-    /// that owns it). Each serves until `shutdown`, then gives open connections up to
-    /// `grace`.
+    /// that owns it). Each serves until `shutdown` as `serving` says, sharing its
+    /// connection count with the others.
     pub fn start(
         listeners: Vec<std::net::TcpListener>,
         make_app: MakeApp,
         shutdown: &Shutdown,
-        grace: std::time::Duration,
+        serving: &Serving,
     ) -> std::io::Result<Self> {
         let mut threads = Vec::with_capacity(listeners.len());
         for (index, listener) in listeners.into_iter().enumerate() {
             let make_app = make_app.clone();
             let shutdown = shutdown.clone();
             let failed = shutdown.clone();
+            let serving = serving.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("vx11-worker-{index}"))
                 .spawn(move || {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()?;
-                    let serving = shutdown.clone();
+                    let shutdown_of_worker = shutdown.clone();
                     let result = runtime.block_on(async move {
                         let listener = tokio::net::TcpListener::from_std(listener)?;
-                        serve_until_shutdown(listener, make_app(), serving, grace, Protocols::Http1)
+                        serve_until_shutdown(listener, make_app(), shutdown_of_worker, serving)
                             .await
                     });
                     if result.is_err() {

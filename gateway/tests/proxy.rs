@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::{Gateway, app};
-use vx11_service::{Protocols, Shutdown, serve_until_shutdown};
+use vx11_service::{Protocols, Serving, Shutdown, serve_until_shutdown};
 use vx11_tokenset::{Origin, SetEntry, TokenDigest, TokenSet, TokenStore};
 
 const TOKEN: &str = "vx11-operator-test-token";
@@ -82,12 +82,13 @@ where
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let mut serving = Serving::with_defaults("api", protocols);
+    serving.grace = Duration::from_secs(1);
     tokio::spawn(serve_until_shutdown(
         listener,
         service,
         Shutdown::new(),
-        Duration::from_secs(1),
-        protocols,
+        serving,
     ));
     addr
 }

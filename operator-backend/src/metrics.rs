@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use vx11_service::{ErrorCode, HttpMetrics, TokenMetrics};
+use vx11_service::{ErrorCode, HttpMetrics, ListenerMetrics, TokenMetrics};
 use vx11_tokenset::TokenStore;
 
 use crate::events::EventLog;
@@ -109,6 +109,8 @@ pub struct BackendMetrics {
     pub registry: Arc<Registry>,
     pub http: Arc<HttpMetrics>,
     pub streams: Arc<StreamMetrics>,
+    /// Connections of both listeners (`vx11_connections_*`).
+    pub listeners: ListenerMetrics,
 }
 
 impl BackendMetrics {
@@ -132,10 +134,12 @@ impl BackendMetrics {
             events.published_counter(),
         );
         registry.register_collector(Box::new(TokenMetrics(store)));
+        let listeners = ListenerMetrics::register(&mut registry);
         Self {
             registry: Arc::new(registry),
             http,
             streams,
+            listeners,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The process: token reload, the two listeners, `tokens` events, and shutdown on SIGTERM.
 
-use vx11_service::{Protocols, bind_listener, serve_until_shutdown, start};
+use vx11_service::{Protocols, Serving, bind_listener, serve_until_shutdown, start};
 
 use crate::app;
 use crate::config::Config;
@@ -33,16 +33,15 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         generation = ?snapshot.generation,
         "vx11-operator-backend listening"
     );
-    let (watcher, shutdown) = started.serve_metrics(state.metrics.registry.clone());
+    let listeners = state.metrics.listeners.clone();
+    let (watcher, shutdown) = started.serve_metrics(
+        state.metrics.registry.clone(),
+        &config.service,
+        listeners.clone(),
+    );
     // h2c too: the gateway multiplexes event streams on one HTTP/2 connection per worker.
-    serve_until_shutdown(
-        listener,
-        app(state),
-        shutdown,
-        config.service.shutdown_grace,
-        Protocols::Http1AndH2c,
-    )
-    .await?;
+    let serving = Serving::new("api", Protocols::Http1AndH2c, &config.service, listeners);
+    serve_until_shutdown(listener, app(state), shutdown, serving).await?;
     tracing::info!("vx11-operator-backend stopped");
     drop(watcher);
     Ok(())

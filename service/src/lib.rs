@@ -11,6 +11,8 @@ mod access_line;
 mod api_error;
 mod auth;
 mod body_limit;
+mod connection;
+mod connection_cap;
 mod duration;
 mod health;
 mod metrics;
@@ -29,12 +31,13 @@ pub use auth::{Authenticated, authenticate};
 pub use body_limit::{
     DRAIN_BYTES, DRAIN_TIME, content_length, drain_refused_body, expects_continue,
 };
+pub use connection_cap::{ConnectionCap, ListenerMetrics, REFUSAL_LOG_INTERVAL};
 pub use duration::parse_duration;
 pub use health::health_routes;
 pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
 pub use policy::{OPERATOR_MODULE, PolicyMode, off_by_policy};
 pub use serve::{
-    H2C_MAX_CONCURRENT_STREAMS, LISTEN_BACKLOG, Protocols, Shutdown, bind_listener,
+    H2C_MAX_CONCURRENT_STREAMS, LISTEN_BACKLOG, Protocols, Serving, Shutdown, bind_listener,
     bind_reuseport_listeners, serve_until_shutdown,
 };
 pub use settings::{

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 use vx11_tokenset::TokenStore;
 
-use crate::Shutdown;
+use crate::{Serving, Shutdown, serve_until_shutdown};
 
 /// `vx11_tokens_*`: generation, count, readiness, reloads and reload errors.
 #[derive(Debug)]
@@ -120,19 +120,17 @@ async fn served_generation(State(store): State<Arc<TokenStore>>) -> impl IntoRes
     }))
 }
 
-/// Serves `/metrics` and `/generation` on their own listener until shutdown.
+/// Serves `/metrics` and `/generation` on their own listener until shutdown, under the same
+/// listener limits as the API port.
 pub async fn serve_metrics(
     listener: TcpListener,
     registry: Arc<Registry>,
     store: Arc<TokenStore>,
     shutdown: Shutdown,
+    serving: Serving,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        metrics_router(registry).merge(generation_router(store)),
-    )
-    .with_graceful_shutdown(async move { shutdown.triggered().await })
-    .await
+    let app = metrics_router(registry).merge(generation_router(store));
+    serve_until_shutdown(listener, app, shutdown, serving).await
 }
 
 #[cfg(test)]

@@ -12,11 +12,13 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
+
+use crate::connection::{ConnectionClock, Expiry, InFlight, InFlightBody, Watched};
+use crate::connection_cap::{ConnectionCap, ListenerMetrics};
+use crate::settings::{ListenerLimits, MIN_HEADER_BYTES};
 
 /// Pending connections the kernel queues for a listener. `TcpListener::bind` asks for std's
 /// 128: a burst of new connections beyond that (EventSource clients reconnecting after a
@@ -39,7 +41,14 @@ pub fn bind_reuseport_listeners(
     setting: &str,
     count: usize,
 ) -> std::io::Result<Vec<TcpListener>> {
-    let first = listen_on(addr, true).map_err(|error| cannot_listen(addr, setting, error))?;
+    // Another process may join a port its sockets share with `SO_REUSEPORT` (two gateways,
+    // each serving its own token set, the kernel splitting connections between them). A
+    // socket without the option cannot bind where any listener is, so it shows whether the
+    // port is free; then it makes way for the workers' sockets.
+    let probe = listen_on(addr, false).map_err(|error| cannot_listen(addr, setting, error))?;
+    let free = probe.local_addr()?;
+    drop(probe);
+    let first = listen_on(free, true).map_err(|error| cannot_listen(free, setting, error))?;
     let bound = first.local_addr()?;
     let mut listeners = vec![first];
     for _ in 1..count {
@@ -138,15 +147,65 @@ pub const H2C_MAX_CONCURRENT_STREAMS: u32 = 100_000;
 /// Service's endpoints. Bounded by the shutdown grace.
 pub const DRAIN: Duration = Duration::from_secs(2);
 
+/// How a listener serves: the protocols it speaks, its limits, the connection count it
+/// shares with the other workers accepting on the same port, and the shutdown grace.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    pub protocols: Protocols,
+    pub limits: ListenerLimits,
+    pub connections: Arc<ConnectionCap>,
+    /// Bytes one HTTP/2 stream may queue for a peer that reads slowly
+    /// (`VX11_STREAM_BUFFER_BYTES`; hyper's default is 400 KiB).
+    pub h2_stream_buffer: usize,
+    /// On SIGTERM, how long open connections get in all (`VX11_SHUTDOWN_GRACE`).
+    pub grace: Duration,
+}
+
+impl Serving {
+    /// A listener named `listener` (`api` or `metrics`) of a service with `settings`.
+    pub fn new(
+        listener: &'static str,
+        protocols: Protocols,
+        settings: &crate::ServiceSettings,
+        metrics: ListenerMetrics,
+    ) -> Self {
+        Self {
+            protocols,
+            limits: settings.listener.clone(),
+            connections: ConnectionCap::new(listener, settings.listener.max_connections, metrics),
+            h2_stream_buffer: settings.streams.buffer_bytes,
+            grace: settings.shutdown_grace,
+        }
+    }
+
+    /// Default limits, metrics registered nowhere: for tests and tools.
+    pub fn with_defaults(listener: &'static str, protocols: Protocols) -> Self {
+        let limits = ListenerLimits::default();
+        Self {
+            protocols,
+            connections: ConnectionCap::new(
+                listener,
+                limits.max_connections,
+                ListenerMetrics::default(),
+            ),
+            limits,
+            h2_stream_buffer: crate::StreamLimits::default().buffer_bytes,
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Serves `app` until `shutdown`, then drains keep-alive connections for up to [`DRAIN`] and
-/// waits up to `grace` in all for open connections (streams end themselves on `shutdown`). The peer address is in each request's extensions as
-/// [`axum::extract::ConnectInfo`]`<SocketAddr>`.
+/// waits up to the grace in all for open connections (streams end themselves on
+/// `shutdown`). Every connection lives under the listener's limits: it is refused past
+/// `max_connections`, closed when idle for `idle_timeout` or when a request head takes
+/// longer than `header_read_timeout`, and a head over `max_header_bytes` gets 431. The peer
+/// address is in each request's extensions as [`axum::extract::ConnectInfo`]`<SocketAddr>`.
 pub async fn serve_until_shutdown<S>(
     listener: TcpListener,
     app: S,
     shutdown: Shutdown,
-    grace: Duration,
-    protocols: Protocols,
+    serving: Serving,
 ) -> std::io::Result<()>
 where
     S: tower::Service<
@@ -158,8 +217,9 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let builder = Arc::new(connection_builder(protocols));
-    let connections = GracefulShutdown::new();
+    let builder = Arc::new(connection_builder(&serving));
+    let limits = Arc::new(serving.limits.clone());
+    let close_all = CancellationToken::new();
     let draining = Arc::new(AtomicBool::new(false));
     let open = Arc::new(AtomicUsize::new(0));
     loop {
@@ -174,48 +234,144 @@ where
                 }
             },
         };
+        let Some(admitted) = serving.connections.admit() else {
+            drop(tcp);
+            continue;
+        };
         // Small responses and SSE events go out at once rather than waiting on Nagle.
         let _ = tcp.set_nodelay(true);
-        let service = {
-            let draining = draining.clone();
-            TowerToHyperService::new(
-                app.clone()
-                    .map_request(move |request: hyper::Request<Incoming>| {
-                        let mut request = request.map(Body::new);
-                        request.extensions_mut().insert(ConnectInfo(peer));
-                        request
-                    })
-                    .map_response(move |response| close_if_draining(response, &draining)),
-            )
+        let clock = ConnectionClock::new();
+        let service = ConnectionService {
+            app: app.clone(),
+            peer,
+            clock: clock.clone(),
+            draining: draining.clone(),
         };
         let builder = builder.clone();
-        let watcher = connections.watcher();
+        let limits = limits.clone();
+        let close_all = close_all.clone();
+        let connections = serving.connections.clone();
         let open = OpenConnection::count(&open);
         tokio::spawn(async move {
-            let connection = builder.serve_connection(TokioIo::new(tcp), service);
-            if let Err(error) = watcher.watch(connection).await {
+            let io = TokioIo::new(Watched::new(tcp, clock.clone()));
+            let connection = builder.serve_connection(io, service);
+            tokio::pin!(connection);
+            let mut closing = false;
+            let ended = loop {
+                tokio::select! {
+                    ended = connection.as_mut() => break ended,
+                    () = close_all.cancelled(), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    expiry = clock.expired(limits.idle_timeout, limits.header_read_timeout), if !closing => {
+                        connections.closed(expiry);
+                        match expiry {
+                            // Nothing in flight: closed between requests, cleanly.
+                            Expiry::Idle => {
+                                connection.as_mut().graceful_shutdown();
+                                closing = true;
+                            }
+                            // A head still arriving: no answer is owed; the socket closes.
+                            Expiry::SlowHead => break Ok(()),
+                        }
+                    }
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(open);
+            drop(admitted);
         });
     }
     drop(listener);
     draining.store(true, Ordering::Relaxed);
-    let drain = DRAIN.min(grace);
+    let drain = DRAIN.min(serving.grace);
     let drained = async {
         while open.load(Ordering::Relaxed) > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
     let _ = tokio::time::timeout(drain, drained).await;
-    tokio::select! {
-        () = connections.shutdown() => {}
-        () = tokio::time::sleep(grace.saturating_sub(drain)) => tracing::warn!(
-            ?grace,
+    close_all.cancel();
+    let closed = async {
+        while open.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(serving.grace.saturating_sub(drain), closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace = ?serving.grace,
             "connections still open after the shutdown grace period; closing them"
-        ),
+        );
     }
     Ok(())
+}
+
+/// `app` as one connection serves it: each request carries the peer's address and keeps
+/// the connection's clock stopped until its response body is dropped; while draining, an
+/// answer says `Connection: close`.
+struct ConnectionService<S> {
+    app: S,
+    peer: std::net::SocketAddr,
+    clock: Arc<ConnectionClock>,
+    draining: Arc<AtomicBool>,
+}
+
+impl<S> hyper::service::Service<hyper::Request<Incoming>> for ConnectionService<S>
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = Infallible,
+        > + Clone,
+{
+    type Response = hyper::Response<InFlightBody<Body>>;
+    type Error = Infallible;
+    type Future = Answer<tower::util::Oneshot<S, axum::extract::Request>>;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        let in_flight = self.clock.request_started();
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        Answer {
+            inner: self.app.clone().oneshot(request),
+            in_flight: Some(in_flight),
+            draining: self.draining.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer on its way to hyper.
+    struct Answer<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+        draining: Arc<AtomicBool>,
+    }
+}
+
+impl<F> std::future::Future for Answer<F>
+where
+    F: std::future::Future<Output = Result<axum::response::Response, Infallible>>,
+{
+    type Output = Result<hyper::Response<InFlightBody<Body>>, Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let response = close_if_draining(response, this.draining);
+        let in_flight = this.in_flight.take();
+        std::task::Poll::Ready(Ok(response.map(|body| InFlightBody::new(body, in_flight))))
+    }
 }
 
 /// While draining, an HTTP/1.1 response closes its connection after it. (On an HTTP/2
@@ -250,14 +406,20 @@ impl Drop for OpenConnection {
     }
 }
 
-fn connection_builder(protocols: Protocols) -> AutoBuilder<TokioExecutor> {
+fn connection_builder(serving: &Serving) -> AutoBuilder<TokioExecutor> {
     let mut builder = AutoBuilder::new(TokioExecutor::new());
-    match protocols {
+    // The read buffer bounds the request head: a head that does not fit gets 431. (It also
+    // bounds what is buffered of a body or of a response for a slow reader.)
+    builder
+        .http1()
+        .max_buf_size(serving.limits.max_header_bytes.max(MIN_HEADER_BYTES));
+    match serving.protocols {
         Protocols::Http1 => builder = builder.http1_only(),
         Protocols::Http1AndH2c => {
             builder
                 .http2()
-                .max_concurrent_streams(H2C_MAX_CONCURRENT_STREAMS);
+                .max_concurrent_streams(H2C_MAX_CONCURRENT_STREAMS)
+                .max_send_buf_size(serving.h2_stream_buffer);
         }
     }
     builder
@@ -349,8 +511,7 @@ mod tests {
             listener,
             app,
             shutdown.clone(),
-            Duration::from_secs(10),
-            Protocols::Http1,
+            Serving::with_defaults("api", Protocols::Http1),
         ));
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let first = exchange(&mut stream).await;
@@ -376,6 +537,18 @@ mod tests {
             .expect("served past the last connection")
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_process_cannot_join_the_workers_port() {
+        let first =
+            bind_reuseport_listeners("127.0.0.1:0".parse().unwrap(), "VX11_GATEWAY_ADDR", 2)
+                .unwrap();
+        let second =
+            bind_reuseport_listeners(first[0].local_addr().unwrap(), "VX11_GATEWAY_ADDR", 2)
+                .unwrap_err();
+        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse, "{second}");
+        assert!(second.to_string().contains("VX11_GATEWAY_ADDR"), "{second}");
     }
 
     #[tokio::test]

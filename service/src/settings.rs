@@ -12,7 +12,10 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use vx11_tokenset::{LegacyTokens, TokenStore, TokenWatcher, WatchConfig};
 
-use crate::{PolicyMode, Shutdown, bind_listener, parse_duration, serve_metrics};
+use crate::{
+    ListenerMetrics, PolicyMode, Protocols, Serving, Shutdown, bind_listener, parse_duration,
+    serve_metrics,
+};
 
 /// Settings of the gateway and the operator backend alike. Each is a flag and an
 /// environment variable of the same name.
@@ -105,6 +108,30 @@ pub struct StreamLimits {
     pub max_streams_per_token: usize,
 }
 
+impl Default for ListenerLimits {
+    /// The flags' defaults (a test keeps the two the same).
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl Default for StreamLimits {
+    /// The flags' defaults (a test keeps the two the same).
+    fn default() -> Self {
+        Self {
+            stall_timeout: Duration::from_secs(60),
+            buffer_bytes: 64 * 1024,
+            max_streams: 10_000,
+            max_streams_per_token: 5_000,
+        }
+    }
+}
+
 /// A shared setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingError {
@@ -188,22 +215,28 @@ pub async fn start(settings: &ServiceSettings, legacy: LegacyTokens) -> std::io:
 }
 
 impl Started {
-    /// Serves `registry` (the service's metrics, [`crate::TokenMetrics`] among them) on the
-    /// `/metrics` listener until shutdown; what is left to keep is the watcher and the
-    /// shutdown signal.
-    pub fn serve_metrics(self, registry: Arc<Registry>) -> (TokenWatcher, Shutdown) {
+    /// Serves `registry` (the service's metrics, [`crate::TokenMetrics`] and `listeners`
+    /// among them) on the `/metrics` listener until shutdown, under `settings`' listener
+    /// limits; what is left to keep is the watcher and the shutdown signal.
+    pub fn serve_metrics(
+        self,
+        registry: Arc<Registry>,
+        settings: &ServiceSettings,
+        listeners: ListenerMetrics,
+    ) -> (TokenWatcher, Shutdown) {
         let Started {
             watcher,
             store,
             metrics_listener,
             shutdown,
         } = self;
-        tokio::spawn(serve_metrics(
-            metrics_listener,
-            registry,
-            store,
-            shutdown.clone(),
-        ));
+        let serving = Serving::new("metrics", Protocols::Http1, settings, listeners);
+        let serve = serve_metrics(metrics_listener, registry, store, shutdown.clone(), serving);
+        tokio::spawn(async move {
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "the metrics listener stopped");
+            }
+        });
         (watcher, shutdown)
     }
 }
@@ -256,4 +289,53 @@ pub fn clap_message<A: CommandFactory>(error: &clap::Error) -> String {
         text.push_str(&format!(" (env: {var})"));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Only {
+        #[command(flatten)]
+        service: ServiceSettings,
+    }
+
+    #[test]
+    fn the_limits_defaults_are_the_flags_defaults() {
+        let parsed: Only = args_from_lookup("test", &|_| None).unwrap();
+        let defaults = ListenerLimits::default();
+        let listener = &parsed.service.listener;
+        assert_eq!(listener.header_read_timeout, defaults.header_read_timeout);
+        assert_eq!(listener.max_header_bytes, defaults.max_header_bytes);
+        assert_eq!(listener.idle_timeout, defaults.idle_timeout);
+        assert_eq!(listener.max_connections, defaults.max_connections);
+        let streams = &parsed.service.streams;
+        let defaults = StreamLimits::default();
+        assert_eq!(streams.stall_timeout, defaults.stall_timeout);
+        assert_eq!(streams.buffer_bytes, defaults.buffer_bytes);
+        assert_eq!(streams.max_streams, defaults.max_streams);
+        assert_eq!(
+            streams.max_streams_per_token,
+            defaults.max_streams_per_token
+        );
+        parsed.service.check().unwrap();
+    }
+
+    #[test]
+    fn limits_that_cannot_work_are_refused_with_their_variable() {
+        for (var, value) in [
+            ("VX11_HEADER_READ_TIMEOUT", "0s"),
+            ("VX11_IDLE_TIMEOUT", "0ms"),
+            ("VX11_MAX_CONNECTIONS", "0"),
+            ("VX11_MAX_HEADER_BYTES", "1024"),
+            ("VX11_STREAM_STALL_TIMEOUT", "0s"),
+            ("VX11_MAX_STREAMS_PER_TOKEN", "0"),
+        ] {
+            let parsed: Only =
+                args_from_lookup("test", &|name| (name == var).then(|| value.to_owned())).unwrap();
+            let error = parsed.service.check().unwrap_err().to_string();
+            assert!(error.contains(var), "{var}: {error}");
+        }
+    }
 }

@@ -1,0 +1,315 @@
+//! One connection's clock: how long it has been idle, and how long the request head it is
+//! receiving has taken. The serving loop closes it when either runs out
+//! ([`ListenerLimits::idle_timeout`], [`ListenerLimits::header_read_timeout`]).
+//!
+//! hyper's own header timer starts when a connection begins to wait for a request, so it
+//! cannot tell a keep-alive connection at rest from a client sending its head one byte at a
+//! time. Here the two are apart: the head timer starts at the head's first byte (seen by
+//! [`Watched`], the connection's socket), the idle timer when the last response body is
+//! dropped ([`InFlight`]), and neither runs while a request is being answered (a long
+//! event stream is never idle).
+//!
+//! [`ListenerLimits::idle_timeout`]: crate::ListenerLimits::idle_timeout
+//! [`ListenerLimits::header_read_timeout`]: crate::ListenerLimits::header_read_timeout
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// `0` in a time field: not set.
+const UNSET: u64 = 0;
+
+/// The HTTP/2 connection preface starts so; such a connection has no request heads to time.
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+
+/// What a connection is doing, shared by its socket, its service and its timer.
+#[derive(Debug)]
+pub struct ConnectionClock {
+    /// Times below are milliseconds since this, plus one (so that `0` is [`UNSET`]).
+    opened: Instant,
+    /// Requests whose response body has not been dropped yet.
+    in_flight: AtomicUsize,
+    /// When the last response ended (or the connection opened).
+    idle_since: AtomicU64,
+    /// When the first byte of the request head being received arrived.
+    head_since: AtomicU64,
+    /// HTTP/2: streams are counted, heads are not timed (h2 frames them itself).
+    multiplexed: AtomicBool,
+    /// Wakes [`ConnectionClock::expired`] when the state changes.
+    changed: Notify,
+}
+
+/// Why a connection is closed by its clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No request for the idle timeout.
+    Idle,
+    /// A request head took longer than the header read timeout.
+    SlowHead,
+}
+
+impl Expiry {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expiry::Idle => "idle",
+            Expiry::SlowHead => "header_timeout",
+        }
+    }
+}
+
+impl ConnectionClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(1),
+            head_since: AtomicU64::new(UNSET),
+            multiplexed: AtomicBool::new(false),
+            changed: Notify::new(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64 + 1
+    }
+
+    fn instant_of(&self, ms: u64) -> Instant {
+        self.opened + Duration::from_millis(ms.saturating_sub(1))
+    }
+
+    /// A request's head is complete and its service called.
+    pub fn request_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_since.store(UNSET, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    fn bytes_read(&self, first: &[u8]) {
+        if self.multiplexed.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.head_since.load(Ordering::Relaxed) == UNSET
+            && self.in_flight.load(Ordering::Acquire) == 0
+        {
+            if first.starts_with(H2_PREFACE_START) {
+                self.multiplexed.store(true, Ordering::Relaxed);
+                return;
+            }
+            self.head_since.store(self.now_ms(), Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    /// Resolves when the connection has been idle for `idle`, or a request head has been
+    /// arriving for longer than `head`. Never while a request is in flight.
+    pub async fn expired(&self, idle: Duration, head: Duration) -> Expiry {
+        loop {
+            let changed = self.changed.notified();
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                changed.await;
+                continue;
+            }
+            let head_since = self.head_since.load(Ordering::Relaxed);
+            let (since, limit, expiry) = if head_since != UNSET {
+                (head_since, head, Expiry::SlowHead)
+            } else {
+                (self.idle_since.load(Ordering::Relaxed), idle, Expiry::Idle)
+            };
+            let deadline = self.instant_of(since) + limit;
+            if Instant::now() >= deadline {
+                return expiry;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = changed => {}
+            }
+        }
+    }
+}
+
+/// A request in flight on its connection, until its response body is dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<ConnectionClock>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle_since.store(self.0.now_ms(), Ordering::Relaxed);
+            self.0.changed.notify_one();
+        }
+    }
+}
+
+pin_project! {
+    /// A response body that keeps its request [`InFlight`] until it is dropped (sent whole,
+    /// or cut with its connection).
+    pub struct InFlightBody<B> {
+        #[pin]
+        inner: B,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<B> InFlightBody<B> {
+    pub fn new(inner: B, in_flight: Option<InFlight>) -> Self {
+        Self { inner, in_flight }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for InFlightBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// A connection's socket, telling its [`ConnectionClock`] when a request head begins.
+    #[derive(Debug)]
+    pub struct Watched<T> {
+        #[pin]
+        inner: T,
+        clock: Arc<ConnectionClock>,
+    }
+}
+
+impl<T> Watched<T> {
+    pub fn new(inner: T, clock: Arc<ConnectionClock>) -> Self {
+        Self { inner, clock }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.clock.bytes_read(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_expires_after_the_idle_timeout() {
+        let clock = ConnectionClock::new();
+        let started = Instant::now();
+        let expiry = clock
+            .expired(Duration::from_secs(75), Duration::from_secs(10))
+            .await;
+        assert_eq!(expiry, Expiry::Idle);
+        assert!(started.elapsed() >= Duration::from_secs(75));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_has_begun_expires_after_the_header_timeout() {
+        let clock = ConnectionClock::new();
+        clock.bytes_read(b"GET / HT");
+        let started = Instant::now();
+        let expiry = clock
+            .expired(Duration::from_secs(75), Duration::from_secs(10))
+            .await;
+        assert_eq!(expiry, Expiry::SlowHead);
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(11));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_stops_both_clocks_until_its_body_is_dropped() {
+        let clock = ConnectionClock::new();
+        clock.bytes_read(b"GET / HTTP/1.1\r\n\r\n");
+        let in_flight = clock.request_started();
+        // Body bytes of that request do not start a head timer.
+        clock.bytes_read(b"more body");
+        let expiring = {
+            let clock = clock.clone();
+            tokio::spawn(async move {
+                clock
+                    .expired(Duration::from_secs(5), Duration::from_secs(1))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(
+            !expiring.is_finished(),
+            "expired while a request was in flight"
+        );
+        let ended = Instant::now();
+        drop(in_flight);
+        assert_eq!(expiring.await.unwrap(), Expiry::Idle);
+        assert!(ended.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_connection_is_never_timed_as_a_slow_head() {
+        let clock = ConnectionClock::new();
+        clock.bytes_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        clock.bytes_read(b"\x00\x00\x00\x04");
+        let expiry = clock
+            .expired(Duration::from_secs(75), Duration::from_secs(10))
+            .await;
+        assert_eq!(expiry, Expiry::Idle);
+    }
+}
