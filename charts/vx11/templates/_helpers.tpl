@@ -57,7 +57,7 @@ rotation). No peer at all: no rule (nothing but the node gets in).
 */}}
 {{- define "vx11.metricsIngress" -}}
 {{- $m := .root.Values.networkPolicy.metrics -}}
-{{- if or .controller $m.namespaceLabels $m.podLabels $m.extraFrom }}
+{{- if or .controller $m.namespaceLabels $m.podLabels $m.extraFrom -}}
 - from:
     {{- if .controller }}
     - podSelector:

@@ -15,11 +15,18 @@ use crate::{Error, Result};
 #[derive(Clone, PartialEq, Eq)]
 pub enum Source {
     Value(String),
-    SecretMissing { secret: String },
+    SecretMissing {
+        secret: String,
+    },
     /// The Secret exists but does not carry the label `vx11.dev/token-source=true`: its data
     /// is not read.
-    NotOptedIn { secret: String },
-    KeyMissing { secret: String, key: String },
+    NotOptedIn {
+        secret: String,
+    },
+    KeyMissing {
+        secret: String,
+        key: String,
+    },
 }
 
 impl std::fmt::Debug for Source {

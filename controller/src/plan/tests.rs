@@ -379,9 +379,14 @@ fn secret_ref_follows_the_source_and_reports_problems_without_the_value() {
         invalid_detail.contains("does not hold a valid token"),
         "{invalid_detail}"
     );
-    for (i, bad) in ["short", &"x".repeat(600), "tab\there-in-a-token", "nearly-valid-token-but\u{7f}"]
-        .into_iter()
-        .enumerate()
+    for (i, bad) in [
+        "short",
+        &"x".repeat(600),
+        "tab\there-in-a-token",
+        "nearly-valid-token-but\u{7f}",
+    ]
+    .into_iter()
+    .enumerate()
     {
         w.sources.insert("ci".into(), Source::Value(bad.into()));
         let plan = w.step(t0() + TimeDelta::seconds(4 + i as i64));

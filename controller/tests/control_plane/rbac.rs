@@ -229,8 +229,13 @@ async fn with_watch_namespaces_the_grants_are_roles_in_those_namespaces_only() {
 
     let cluster = Cluster::start_with_rbac(&["a", "b"], &rbac).await;
     for ns in ["a", "b"] {
-        put_user_secret(&cluster.secrets(ns), "ci-token", "token", "user-token-0123456789ab")
-            .await;
+        put_user_secret(
+            &cluster.secrets(ns),
+            "ci-token",
+            "token",
+            "user-token-0123456789ab",
+        )
+        .await;
     }
     let token = cluster
         .cp
@@ -243,15 +248,24 @@ async fn with_watch_namespaces_the_grants_are_roles_in_those_namespaces_only() {
     let everywhere: Api<Secret> = Api::all(as_controller);
     // Role bindings reach the authorizer's cache a moment after they are written.
     vx11_tests::eventually("the Role in a in effect", SETTLE, || async {
-        in_a.get("ci-token").await.map(|_| ()).map_err(|e| e.to_string())
+        in_a.get("ci-token")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })
     .await
     .unwrap();
     let forbidden = |result: Result<_, kube::Error>, what: &str| match result {
         Err(kube::Error::Api(status)) if status.code == 403 => {}
-        other => panic!("{what}: expected 403 Forbidden, got {:?}", other.map(|_| ())),
+        other => panic!(
+            "{what}: expected 403 Forbidden, got {:?}",
+            other.map(|_| ())
+        ),
     };
-    forbidden(in_b.get("ci-token").await.map(|_| ()), "get Secret b/ci-token");
+    forbidden(
+        in_b.get("ci-token").await.map(|_| ()),
+        "get Secret b/ci-token",
+    );
     forbidden(
         in_b.list(&ListParams::default()).await.map(|_| ()),
         "list Secrets in b",
@@ -278,7 +292,11 @@ async fn with_watch_namespaces_the_grants_are_roles_in_those_namespaces_only() {
         .await
         .unwrap();
     vx11_tests::eventually("set in a Ready", SETTLE, || async {
-        let ts = cluster.sets("a").get("set").await.map_err(|e| e.to_string())?;
+        let ts = cluster
+            .sets("a")
+            .get("set")
+            .await
+            .map_err(|e| e.to_string())?;
         let ready = ts
             .status
             .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"));
@@ -303,7 +321,8 @@ async fn with_watch_namespaces_the_grants_are_roles_in_those_namespaces_only() {
     assert!(!status.success());
     let logs = wider.logs();
     assert!(
-        logs.contains("missing RBAC permission") && logs.contains("secrets (API group core) in namespace b"),
+        logs.contains("missing RBAC permission")
+            && logs.contains("secrets (API group core) in namespace b"),
         "{logs}"
     );
     assert!(!logs.contains("in namespace a,"), "{logs}");

@@ -75,7 +75,9 @@ fn probe(backend: &str, gateway: &str, controller: &str) -> Pod {
 /// Starts the probe in `namespace` (replacing an old one); returns its address.
 async fn start_probe(client: &Client, namespace: &str, pod: &Pod) -> String {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let _ = secrets.delete("probe-tokens", &DeleteParams::default()).await;
+    let _ = secrets
+        .delete("probe-tokens", &DeleteParams::default())
+        .await;
     secrets
         .create(&PostParams::default(), &probe_tokens())
         .await
@@ -216,29 +218,31 @@ async fn metrics_ports_are_reachable_only_from_the_monitoring_namespaces() {
 
     // The controller still reaches the API server and every consumer's metrics port: the
     // release's set is Ready and every consumer Synced.
-    eventually(
-        "every consumer Synced",
-        Duration::from_secs(60),
-        || async {
-            let ts = shared.kubectl_json(&["-n", NS, "get", "vts", "vx11"]).await;
-            let conditions = ts["status"]["conditions"].as_array().cloned().unwrap_or_default();
-            let is_true = |t: &str| {
-                conditions
-                    .iter()
-                    .any(|c| c["type"] == t && c["status"] == "True")
-            };
-            let consumers = ts["status"]["consumers"].as_array().cloned().unwrap_or_default();
-            if is_true("Ready")
-                && is_true("Propagated")
-                && !consumers.is_empty()
-                && consumers.iter().all(|c| c["state"] == "Synced")
-            {
-                Ok(())
-            } else {
-                Err(format!("{}", ts["status"]))
-            }
-        },
-    )
+    eventually("every consumer Synced", Duration::from_secs(60), || async {
+        let ts = shared.kubectl_json(&["-n", NS, "get", "vts", "vx11"]).await;
+        let conditions = ts["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let is_true = |t: &str| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == t && c["status"] == "True")
+        };
+        let consumers = ts["status"]["consumers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if is_true("Ready")
+            && is_true("Propagated")
+            && !consumers.is_empty()
+            && consumers.iter().all(|c| c["state"] == "Synced")
+        {
+            Ok(())
+        } else {
+            Err(format!("{}", ts["status"]))
+        }
+    })
     .await
     .unwrap();
 }
