@@ -142,8 +142,10 @@ pub struct TokenSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generate: Option<GenerateSpec>,
 
-    /// Take this token's value from a key of a Secret in this namespace. The controller
-    /// follows changes of that Secret; it never rotates such a token itself.
+    /// Take this token's value from a key of a Secret in this namespace. The Secret must
+    /// carry the label `vx11.dev/token-source: "true"` (else Ready is False, reason
+    /// `SourceNotOptedIn`). The controller follows changes of that Secret; it never rotates
+    /// such a token itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
 
@@ -207,7 +209,7 @@ fn default_grace_period() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct Vx11TokenSetStatus {
     /// `Ready`: True when every token of the spec is served; False with reason
-    /// `SourceMissing`, `InvalidSpec` or `SecretConflict` otherwise. `Propagated`: True
+    /// `SourceMissing`, `SourceNotOptedIn`, `InvalidSpec` or `SecretConflict` otherwise. `Propagated`: True
     /// (reason `Synced`) when every consumer pod serves the current `tokens.json` generation
     /// and no value waits to be published; False with reason `Propagating` while one does, or
     /// `StaleConsumers` (naming the pods) once a staged value waited past
@@ -292,7 +294,8 @@ pub struct Condition {
     pub type_: String,
     /// `True`, `False` or `Unknown`.
     pub status: String,
-    /// A CamelCase reason: `Reconciled`, `SourceMissing`, `InvalidSpec`, `SecretConflict`;
+    /// A CamelCase reason: `Reconciled`, `SourceMissing`, `SourceNotOptedIn`, `InvalidSpec`,
+    /// `SecretConflict`;
     /// `Synced`, `Propagating`, `StaleConsumers`.
     pub reason: String,
     /// What is wrong, for a person; names tokens and Secrets, never values.

@@ -23,8 +23,8 @@ use crate::duration::parse_chrono;
 use crate::metrics::{CauseLabel, Metrics, TOKEN_STATES};
 use crate::plan::{Input, Note, Source, plan};
 use crate::state::{
-    ROTATE_ANNOTATION, TOKEN_ROTATE_ANNOTATION_PREFIX, client_secret, extra_keys, is_ours,
-    needs_write, observe, service_secret,
+    ROTATE_ANNOTATION, TOKEN_ROTATE_ANNOTATION_PREFIX, TOKEN_SOURCE_LABEL, TOKEN_SOURCE_VALUE,
+    client_secret, extra_keys, is_ours, needs_write, observe, service_secret,
 };
 use crate::status::{
     Propagation, STALE_CONSUMERS, condition, condition_status, desired_status, ready_changed,
@@ -243,6 +243,11 @@ async fn read_sources(
             None => Source::SecretMissing {
                 secret: reference.name.clone(),
             },
+            // A Secret that does not opt in is not read: its data may be anything (a database
+            // password) and a set's author may not be allowed to read it.
+            Some(secret) if !opts_in(secret) => Source::NotOptedIn {
+                secret: reference.name.clone(),
+            },
             Some(secret) => match secret.data.as_ref().and_then(|d| d.get(&reference.key)) {
                 None => Source::KeyMissing {
                     secret: reference.name.clone(),
@@ -255,6 +260,11 @@ async fn read_sources(
         sources.insert(token.name.clone(), source);
     }
     Ok(sources)
+}
+
+/// Whether `secret` carries the label `vx11.dev/token-source=true`.
+fn opts_in(secret: &Secret) -> bool {
+    secret.labels().get(TOKEN_SOURCE_LABEL).map(String::as_str) == Some(TOKEN_SOURCE_VALUE)
 }
 
 /// Applies `desired` if it differs from `current`; removes keys that `desired` lacks. Returns

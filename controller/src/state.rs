@@ -45,6 +45,11 @@ pub const STAGED_KEY_PREFIX: &str = "_staged.";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const TOKENSET_LABEL: &str = "vx11.dev/tokenset";
 pub const ROLE_LABEL: &str = "vx11.dev/secret-role";
+/// Label a Secret must carry, set to [`TOKEN_SOURCE_VALUE`], for a `secretRef` to use it: a
+/// set can take its token only from a Secret its owner opted in, never from any Secret of the
+/// namespace (a database password, a ServiceAccount token).
+pub const TOKEN_SOURCE_LABEL: &str = "vx11.dev/token-source";
+pub const TOKEN_SOURCE_VALUE: &str = "true";
 /// Selector for the Secrets this controller writes.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=vx11-controller";
 

@@ -1,5 +1,5 @@
 //! The committed CRD copies are what `vx11-controller crd` prints. To refresh them:
-//! `cargo run -p vx11-controller -- crd > manifests/crd.yaml && cp manifests/crd.yaml charts/vx11/crds/vx11tokensets.yaml`
+//! `cargo run -p vx11-controller --bin vx11-controller -- crd > manifests/crd.yaml && cp manifests/crd.yaml charts/vx11/crds/vx11tokensets.yaml`
 
 // Test code: a failed step fails the test (the workspace denies these outside tests).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -20,7 +20,7 @@ fn committed_crds_are_fresh() {
         let committed = std::fs::read_to_string(format!("{root}/{path}")).unwrap_or_default();
         assert!(
             committed == generated,
-            "{path} is stale: run `cargo run -p vx11-controller -- crd > {path}`"
+            "{path} is stale: run `cargo run -p vx11-controller --bin vx11-controller -- crd > {path}`"
         );
     }
 }

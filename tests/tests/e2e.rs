@@ -78,7 +78,9 @@ async fn helm_install_creates_everything_and_the_seeds_cases_pass() {
         "service/vx11-gateway",
         "service/vx11-operator-backend",
         "poddisruptionbudget.policy/vx11-gateway",
+        "networkpolicy.networking.k8s.io/vx11-gateway",
         "networkpolicy.networking.k8s.io/vx11-operator-backend",
+        "networkpolicy.networking.k8s.io/vx11-controller",
         "serviceaccount/vx11-controller",
         "vx11tokenset.vx11.dev/vx11",
     ] {

@@ -107,7 +107,7 @@ async fn answers_eventually(
 async fn put_user_secret(secrets: &Api<Secret>, value: &str) {
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "ci-token"},
+        "metadata": {"name": "ci-token", "labels": {"vx11.dev/token-source": "true"}},
         "stringData": {"token": value}
     });
     secrets

@@ -47,3 +47,48 @@ seccompProfile:
 {{- define "vx11.backendName" -}}
 {{ include "vx11.fullname" . }}-operator-backend
 {{- end -}}
+
+{{/*
+Ingress to a metrics port (dict: root, port, controller): from the monitoring peers of
+networkPolicy.metrics (pods in namespaces with `namespaceLabels`, narrowed to `podLabels`;
+only `podLabels`: those pods of the release's namespace; plus `extraFrom`) and, with
+controller=true, from the release's controller pods (they ask `GET /generation` for staged
+rotation). No peer at all: no rule (nothing but the node gets in).
+*/}}
+{{- define "vx11.metricsIngress" -}}
+{{- $m := .root.Values.networkPolicy.metrics -}}
+{{- if or .controller $m.namespaceLabels $m.podLabels $m.extraFrom -}}
+- from:
+    {{- if .controller }}
+    - podSelector:
+        matchLabels:
+          {{- include "vx11.selector" (dict "root" .root "component" "controller") | nindent 10 }}
+    {{- end }}
+    {{- if $m.namespaceLabels }}
+    - namespaceSelector:
+        matchLabels:
+          {{- toYaml $m.namespaceLabels | nindent 10 }}
+      {{- if $m.podLabels }}
+      podSelector:
+        matchLabels:
+          {{- toYaml $m.podLabels | nindent 10 }}
+      {{- end }}
+    {{- else if $m.podLabels }}
+    - podSelector:
+        matchLabels:
+          {{- toYaml $m.podLabels | nindent 10 }}
+    {{- end }}
+    {{- with $m.extraFrom }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  ports:
+    - {protocol: TCP, port: {{ .port }}}
+{{- end }}
+{{- end -}}
+
+{{/* Egress to DNS servers, wherever the cluster runs them (a Service or the node). */}}
+{{- define "vx11.dnsEgress" -}}
+- ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+{{- end -}}

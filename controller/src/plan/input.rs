@@ -15,8 +15,18 @@ use crate::{Error, Result};
 #[derive(Clone, PartialEq, Eq)]
 pub enum Source {
     Value(String),
-    SecretMissing { secret: String },
-    KeyMissing { secret: String, key: String },
+    SecretMissing {
+        secret: String,
+    },
+    /// The Secret exists but does not carry the label `vx11.dev/token-source=true`: its data
+    /// is not read.
+    NotOptedIn {
+        secret: String,
+    },
+    KeyMissing {
+        secret: String,
+        key: String,
+    },
 }
 
 impl std::fmt::Debug for Source {
@@ -24,6 +34,7 @@ impl std::fmt::Debug for Source {
         match self {
             Source::Value(_) => f.write_str("Value(…)"),
             Source::SecretMissing { secret } => write!(f, "SecretMissing({secret})"),
+            Source::NotOptedIn { secret } => write!(f, "NotOptedIn({secret})"),
             Source::KeyMissing { secret, key } => write!(f, "KeyMissing({secret}/{key})"),
         }
     }

@@ -180,6 +180,8 @@ fn list(fingerprints: &[Fingerprint]) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProblemKind {
     SourceMissing,
+    /// The referenced Secret lacks the label `vx11.dev/token-source=true`.
+    SourceNotOptedIn,
     InvalidSpec,
 }
 
@@ -188,6 +190,7 @@ impl ProblemKind {
     pub fn reason(self) -> &'static str {
         match self {
             ProblemKind::SourceMissing => "SourceMissing",
+            ProblemKind::SourceNotOptedIn => "SourceNotOptedIn",
             ProblemKind::InvalidSpec => "InvalidSpec",
         }
     }

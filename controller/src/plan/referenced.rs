@@ -1,12 +1,15 @@
 //! Rule: a referenced token (`secretRef`). The value in the user's Secret is served; a new
 //! value there is staged (`source_changed`) and replaces the old one once published (the
 //! user's Secret is theirs: clients that read it directly see the new value at once). A
-//! value that goes back to the served one drops the staged one. A missing or invalid value is
-//! a problem, and what was served (and staged) stays.
+//! value that goes back to the served one drops the staged one. A missing, not opted-in
+//! (label `vx11.dev/token-source=true`) or invalid value is a problem, and what was served
+//! (and staged) stays. A problem's text says only *that* a value is invalid: never its
+//! length, the position of a bad character or any part of it.
 
-use vx11_tokenset::TokenValue;
+use vx11_tokenset::{MAX_TOKEN_LEN, MIN_TOKEN_LEN, TokenValue};
 
 use crate::crd::SecretKeyRef;
+use crate::state::{TOKEN_SOURCE_LABEL, TOKEN_SOURCE_VALUE};
 
 use super::input::{Input, Source};
 use super::outcome::{Cause, Plan, Problem, ProblemKind};
@@ -44,17 +47,31 @@ pub fn apply(
                     round.staged_value = None;
                 }
             }
-            Err(invalid) => {
+            // `_`: the reason (length, position of a bad character) describes the value.
+            Err(_) => {
                 out.problems.push(problem(
                     ProblemKind::InvalidSpec,
                     format!(
-                        "token {name}: key {} of Secret {}: {invalid}",
+                        "token {name}: key {} of Secret {} does not hold a valid token \
+                         ({MIN_TOKEN_LEN}-{MAX_TOKEN_LEN} printable ASCII characters, no spaces)",
                         reference.key, reference.name
                     ),
                 ));
                 round.keep_as_it_was();
             }
         },
+        Some(Source::NotOptedIn { secret }) => {
+            out.problems.push(problem(
+                ProblemKind::SourceNotOptedIn,
+                format!(
+                    "token {name}: Secret {secret} does not carry the label \
+                     {TOKEN_SOURCE_LABEL}={TOKEN_SOURCE_VALUE}, so it is not used as a token \
+                     source; label it: kubectl label secret {secret} \
+                     {TOKEN_SOURCE_LABEL}={TOKEN_SOURCE_VALUE}"
+                ),
+            ));
+            round.keep_as_it_was();
+        }
         other => {
             let detail = match other {
                 Some(Source::KeyMissing { secret, key }) => {

@@ -372,15 +372,59 @@ fn secret_ref_follows_the_source_and_reports_problems_without_the_value() {
         w.entries("ci")[0].sha256,
         digest_of("user-token-changed-42")
     );
-    w.sources.insert("ci".into(), Source::Value("short".into()));
-    let plan = w.step(t0() + TimeDelta::seconds(4));
-    assert_eq!(plan.problems[0].kind, ProblemKind::InvalidSpec);
-    assert!(plan.problems[0].detail.contains("at least 16"));
+    // The same text for every way a value can be invalid: nothing about its length or the
+    // position of a bad character.
+    let invalid_detail = plan.problems[0].detail.clone();
+    assert!(
+        invalid_detail.contains("does not hold a valid token"),
+        "{invalid_detail}"
+    );
+    for (i, bad) in [
+        "short",
+        &"x".repeat(600),
+        "tab\there-in-a-token",
+        "nearly-valid-token-but\u{7f}",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        w.sources.insert("ci".into(), Source::Value(bad.into()));
+        let plan = w.step(t0() + TimeDelta::seconds(4 + i as i64));
+        assert_eq!(plan.problems[0].kind, ProblemKind::InvalidSpec);
+        assert_eq!(plan.problems[0].detail, invalid_detail, "{bad:?}");
+        for leak in ["position", "bytes", "character at"] {
+            assert!(!invalid_detail.contains(leak), "{leak}: {invalid_detail}");
+        }
+    }
+
+    // A Secret without the opt-in label: refused, naming the label; nothing changes.
+    let generation = w.generation();
+    w.sources.insert(
+        "ci".into(),
+        Source::NotOptedIn {
+            secret: "ci-token".into(),
+        },
+    );
+    let plan = w.step(t0() + TimeDelta::seconds(9));
+    assert_eq!(plan.problems[0].kind, ProblemKind::SourceNotOptedIn);
+    assert_eq!(plan.problems[0].kind.reason(), "SourceNotOptedIn");
+    assert!(
+        plan.problems[0]
+            .detail
+            .contains("Secret ci-token does not carry the label vx11.dev/token-source=true"),
+        "{}",
+        plan.problems[0].detail
+    );
+    assert_eq!(w.generation(), generation);
+    assert_eq!(
+        w.entries("ci")[0].sha256,
+        digest_of("user-token-changed-42")
+    );
 
     // A new token whose source is invalid from the start is never written.
     w.spec.tokens.push(referenced("bad", "bad-token"));
     w.sources.insert("bad".into(), Source::Value("tiny".into()));
-    w.step(t0() + TimeDelta::seconds(5));
+    w.step(t0() + TimeDelta::seconds(10));
     assert!(w.entries("bad").is_empty());
 }
 

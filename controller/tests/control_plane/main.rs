@@ -12,3 +12,4 @@ mod lifecycle;
 mod metrics;
 mod rbac;
 mod support;
+mod token_source;

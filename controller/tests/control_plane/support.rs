@@ -14,6 +14,7 @@ use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use vx11_controller::Vx11TokenSet;
+use vx11_controller::state::TOKEN_SOURCE_LABEL;
 use vx11_tests::ControlPlane;
 use vx11_tests::services::free_loopback_addr;
 use vx11_tokenset::{TOKEN_FILE_NAME, TokenFile};
@@ -25,45 +26,41 @@ pub const RELEASE: &str = "vx11";
 pub const RELEASE_NS: &str = "vx11-system";
 pub const SA: &str = "vx11-controller";
 
-pub const RBAC_TEMPLATE: &str = include_str!("../../../charts/vx11/templates/controller-rbac.yaml");
-
-/// The chart's RBAC template rendered for `RELEASE` in `RELEASE_NS`, as JSON objects: by
-/// `helm template` (the harness's helm) when the chart is complete, else by substituting the
-/// two values the template uses.
-pub fn rendered_rbac() -> Vec<Value> {
+/// The chart's RBAC template rendered by `helm template` (the harness's helm) for `RELEASE`
+/// in `RELEASE_NS` with the chart's defaults and `set` (`--set` values), as JSON objects.
+pub fn rendered_rbac_with(set: &[&str]) -> Vec<Value> {
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/vx11");
-    let text = if Path::new(chart).join("Chart.yaml").is_file() {
-        let helm = vx11_tests::Binaries::locate().expect("helm").helm();
-        let home = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(helm)
-            .args(["template", RELEASE, chart, "--namespace", RELEASE_NS])
-            .args(["--show-only", "templates/controller-rbac.yaml"])
-            .env("HELM_CACHE_HOME", home.path().join("cache"))
-            .env("HELM_CONFIG_HOME", home.path().join("config"))
-            .env("HELM_DATA_HOME", home.path().join("data"))
-            .output()
-            .expect("run helm template");
-        assert!(
-            out.status.success(),
-            "helm template: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    } else {
-        let text = RBAC_TEMPLATE
-            .replace("{{ .Release.Name }}", RELEASE)
-            .replace("{{ .Release.Namespace }}", RELEASE_NS);
-        assert!(
-            !text.contains("{{"),
-            "the RBAC template uses more than .Release.Name/.Namespace"
-        );
-        text
-    };
+    let helm = vx11_tests::Binaries::locate().expect("helm").helm();
+    let home = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(helm);
+    command
+        .args(["template", RELEASE, chart, "--namespace", RELEASE_NS])
+        .args(["--show-only", "templates/controller-rbac.yaml"]);
+    for value in set {
+        command.args(["--set", value]);
+    }
+    let out = command
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .output()
+        .expect("run helm template");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
     serde_saphyr::from_multiple::<Value>(&text)
         .expect("RBAC template is YAML")
         .into_iter()
         .filter(|v| !v.is_null())
         .collect()
+}
+
+/// The chart's RBAC with its defaults (all namespaces: one ClusterRole).
+pub fn rendered_rbac() -> Vec<Value> {
+    rendered_rbac_with(&[])
 }
 
 pub struct Cluster {
@@ -77,6 +74,11 @@ impl Cluster {
     /// A control plane with the CRD, the release namespace, the chart's RBAC applied, and the
     /// test namespaces.
     pub async fn start(namespaces: &[&str]) -> Self {
+        Self::start_with_rbac(namespaces, &rendered_rbac()).await
+    }
+
+    /// The same with `rbac` applied instead of the chart's default RBAC.
+    pub async fn start_with_rbac(namespaces: &[&str], rbac: &[Value]) -> Self {
         let cp = ControlPlane::start().await.expect("control plane");
         let admin = cp.client().unwrap();
         let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
@@ -96,7 +98,7 @@ impl Cluster {
             cp,
             admin,
         };
-        cluster.apply(&rendered_rbac()).await;
+        cluster.apply(rbac).await;
         let token = cluster
             .cp
             .service_account_token(RELEASE_NS, SA, Duration::from_secs(3600))
@@ -279,11 +281,28 @@ pub async fn get_secret(api: &Api<Secret>, name: &str) -> Result<Secret, String>
         .ok_or_else(|| format!("Secret {name} not found"))
 }
 
-/// Creates or replaces a user Secret holding one key.
+/// Creates or replaces a user Secret holding one key, opted in as a token source (label
+/// `vx11.dev/token-source=true`).
 pub async fn put_user_secret(api: &Api<Secret>, name: &str, key: &str, value: &str) {
+    put_secret(api, name, key, value, &[(TOKEN_SOURCE_LABEL, "true")]).await;
+}
+
+/// Creates or replaces a Secret holding one key, with exactly `labels` (server-side apply by
+/// one field manager: a label left out is removed).
+pub async fn put_secret(
+    api: &Api<Secret>,
+    name: &str,
+    key: &str,
+    value: &str,
+    labels: &[(&str, &str)],
+) {
+    let labels: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+        .collect();
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": labels},
         "data": {key: base64::engine::general_purpose::STANDARD.encode(value)},
     });
     api.patch(

@@ -14,6 +14,7 @@ mod seed;
 
 mod cases;
 mod lifecycle;
+mod metrics_policy;
 mod network_policy;
 mod rotation;
 mod staged;

@@ -10,8 +10,8 @@ use vx11_tests::eventually;
 
 use crate::support::{Load, NS, Shared, containers, node};
 
-/// The generation a pod's service serves, from its metrics port (the one port of the backend
-/// the NetworkPolicy lets others reach).
+/// The generation a pod's service serves, from its metrics port (which the NetworkPolicy
+/// opens to this machine: the node tests install with it as a monitoring peer).
 async fn served_generation(http: &reqwest::Client, url: &str) -> Option<u64> {
     let text = http.get(url).send().await.ok()?.text().await.ok()?;
     text.lines()

@@ -80,6 +80,12 @@ async fn start() -> Result<Shared, String> {
     options.helm_set = vec![
         "tokenSet.rotation.every=1h".into(),
         "tokenSet.rotation.gracePeriod=10m".into(),
+        // The tests read /metrics from this machine, outside the cluster: it is a monitoring
+        // peer like a Prometheus outside the cluster would be.
+        format!(
+            "networkPolicy.metrics.extraFrom[0].ipBlock.cidr={}/32",
+            vx11_tests::node::HOST_IP
+        ),
     ];
     let install = match NodeInstall::install(&cp, options, |s| eprintln!("[node] {s}")).await {
         Ok(install) => install,
