@@ -7,7 +7,7 @@ use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::workers::{MakeApp, Workers};
 use vx11_gateway::{Gateway, app};
-use vx11_service::{bind_reuseport_listeners, init_json_logs_with_filter, start};
+use vx11_service::{StreamSlots, bind_reuseport_listeners, init_json_logs_with_filter, start};
 use vx11_tokenset::LegacyTokens;
 
 /// This runtime only handles signals and `/metrics`; requests are served by the workers'
@@ -65,6 +65,8 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
         .into_iter()
         .map(tokio::net::TcpListener::into_std)
         .collect::<std::io::Result<Vec<_>>>()?;
+    // One count of open streams for the whole process: the caps hold across workers.
+    let stream_slots = StreamSlots::new(&config.service.streams);
     let make_app: MakeApp = {
         let (config, shutdown) = (config.clone(), shutdown.clone());
         Arc::new(move || {
@@ -73,6 +75,7 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
                 store.clone(),
                 metrics.clone(),
                 shutdown.clone(),
+                stream_slots.clone(),
             )))
         })
     };
