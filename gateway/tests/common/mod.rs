@@ -33,7 +33,27 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), service, protocols)
+}
+
+/// A loopback listener whose connections have a fixed, small send buffer: the kernel then
+/// takes only a few KiB that a client does not read, instead of growing the buffer to
+/// megabytes, so a stalled client shows within moments.
+pub fn small_send_buffer_listener() -> TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(16 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket.listen(128).unwrap()
+}
+
+fn serve_on<S>(listener: TcpListener, service: S, protocols: Protocols) -> SocketAddr
+where
+    S: tower::Service<Request, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve_until_shutdown(
         listener,
@@ -61,6 +81,11 @@ impl RunningGateway {
 /// The gateway in front of `backend` (`http://…`), with `flags` on top of the tests' usual
 /// ones.
 pub async fn gateway(backend: &str, flags: &[&str]) -> RunningGateway {
+    gateway_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), backend, flags)
+}
+
+/// [`gateway`] on `listener`.
+pub fn gateway_on(listener: TcpListener, backend: &str, flags: &[&str]) -> RunningGateway {
     let mut all = vec![
         "vx11-gateway",
         "--operator-backend-url",
@@ -97,7 +122,7 @@ pub async fn gateway(backend: &str, flags: &[&str]) -> RunningGateway {
         Shutdown::new(),
         slots.clone(),
     ));
-    let addr = serve(app(gateway), Protocols::Http1).await;
+    let addr = serve_on(listener, app(gateway), Protocols::Http1);
     RunningGateway {
         addr,
         metrics,
