@@ -117,7 +117,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_over_the_limit_and_a_broken_body_are_told_apart() {
-        let (body, outcome) = ClientBody::new(http_body_util::Full::new(Bytes::from(vec![0; 10])), 4);
+        let (body, outcome) =
+            ClientBody::new(http_body_util::Full::new(Bytes::from(vec![0; 10])), 4);
         assert!(body.collect().await.is_err());
         assert_eq!(outcome.failure(), Some(BodyFailure::TooLarge));
 
@@ -129,7 +130,8 @@ mod tests {
         assert!(body.collect().await.is_err());
         assert_eq!(outcome.failure(), Some(BodyFailure::Invalid));
 
-        let (body, outcome) = ClientBody::new(http_body_util::Full::new(Bytes::from_static(b"ok")), 4);
+        let (body, outcome) =
+            ClientBody::new(http_body_util::Full::new(Bytes::from_static(b"ok")), 4);
         assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
         assert_eq!(outcome.failure(), None);
     }

@@ -48,10 +48,9 @@ impl Range {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (item, None),
         };
-        let addr: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{item}` is not an IP address or CIDR range (e.g. 10.0.0.0/8)"))?;
+        let addr: IpAddr = addr.trim().parse().map_err(|_| {
+            format!("`{item}` is not an IP address or CIDR range (e.g. 10.0.0.0/8)")
+        })?;
         let addr = addr.to_canonical();
         let bits = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
@@ -134,15 +133,32 @@ mod tests {
 
     #[test]
     fn ranges_match_their_addresses_only() {
-        let proxies = TrustedProxies::parse("10.0.0.0/8, 192.168.1.7 ,fd00::/8,172.16.0.0/12").unwrap();
-        for trusted in ["10.1.2.3", "192.168.1.7", "fd00::1", "172.31.255.255", "::ffff:10.0.0.1"] {
+        let proxies =
+            TrustedProxies::parse("10.0.0.0/8, 192.168.1.7 ,fd00::/8,172.16.0.0/12").unwrap();
+        for trusted in [
+            "10.1.2.3",
+            "192.168.1.7",
+            "fd00::1",
+            "172.31.255.255",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(proxies.trusts(ip(trusted)), "{trusted}");
         }
-        for other in ["11.0.0.1", "192.168.1.8", "fe80::1", "172.32.0.0", "127.0.0.1"] {
+        for other in [
+            "11.0.0.1",
+            "192.168.1.8",
+            "fe80::1",
+            "172.32.0.0",
+            "127.0.0.1",
+        ] {
             assert!(!proxies.trusts(ip(other)), "{other}");
         }
         assert!(TrustedProxies::parse("").unwrap().is_empty());
-        assert!(TrustedProxies::parse("0.0.0.0/0").unwrap().trusts(ip("8.8.8.8")));
+        assert!(
+            TrustedProxies::parse("0.0.0.0/0")
+                .unwrap()
+                .trusts(ip("8.8.8.8"))
+        );
     }
 
     #[test]

@@ -43,8 +43,14 @@ pub fn h2_header_list_size(method: &Method, uri: &Uri, headers: &HeaderMap) -> u
     let pseudo = [
         (":method", method.as_str().len()),
         (":scheme", uri.scheme_str().map_or(0, str::len)),
-        (":authority", uri.authority().map_or(0, |a| a.as_str().len())),
-        (":path", uri.path_and_query().map_or(1, |p| p.as_str().len())),
+        (
+            ":authority",
+            uri.authority().map_or(0, |a| a.as_str().len()),
+        ),
+        (
+            ":path",
+            uri.path_and_query().map_or(1, |p| p.as_str().len()),
+        ),
     ];
     let pseudo: usize = pseudo
         .iter()

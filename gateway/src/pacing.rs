@@ -104,7 +104,9 @@ impl Drop for Chunk {
         let len = self.data.len();
         self.counters.bytes.fetch_sub(len, Ordering::AcqRel);
         self.counters.chunks.fetch_sub(1, Ordering::AcqRel);
-        self.counters.written.fetch_add(len as u64, Ordering::AcqRel);
+        self.counters
+            .written
+            .fetch_add(len as u64, Ordering::AcqRel);
         let waiting = self
             .counters
             .waiting
@@ -128,7 +130,10 @@ mod tests {
         let a = flight.hand(&[1; 1000]);
         let b = flight.hand(&[2; 3000]);
         assert_eq!(&a[..3], &[1, 1, 1]);
-        assert_eq!((flight.in_flight(), flight.room()), (4000, IN_FLIGHT_BYTES - 4000));
+        assert_eq!(
+            (flight.in_flight(), flight.room()),
+            (4000, IN_FLIGHT_BYTES - 4000)
+        );
         drop(a);
         assert_eq!((flight.in_flight(), flight.written()), (3000, 1000));
         // A slice keeps the chunk in flight until the last part of it is gone.

@@ -111,10 +111,13 @@ pub async fn forward(
     if asks_for_stream {
         match open_slot(gateway, who) {
             Ok(taken) => slot = Some(taken),
-            Err(refused) => return refused,
+            Err(refused) => return refused.into_response(),
         }
     }
-    let (body, outcome) = ClientBody::new(body, usize::try_from(gateway.max_body_bytes).unwrap_or(usize::MAX));
+    let (body, outcome) = ClientBody::new(
+        body,
+        usize::try_from(gateway.max_body_bytes).unwrap_or(usize::MAX),
+    );
     let upstream_request = hyper::Request::from_parts(parts, Body::new(body));
 
     let metrics = &gateway.metrics;
@@ -150,7 +153,7 @@ pub async fn forward(
             Some(slot) => slot,
             None => match open_slot(gateway, who) {
                 Ok(slot) => slot,
-                Err(refused) => return refused,
+                Err(refused) => return refused.into_response(),
             },
         };
         Some(OpenStream::new(StreamParts {
@@ -170,9 +173,9 @@ pub async fn forward(
     Response::from_parts(parts, Body::new(body))
 }
 
-/// A place among the open streams for one more of `who`'s, or the answer that refuses it.
-fn open_slot(gateway: &Gateway, who: &Authenticated) -> Result<StreamSlot, Response> {
-    gateway.stream_slots.try_open(&who.name).map_err(|refusal| {
+/// A place among the open streams for one more of `who`'s, or why not (counted).
+fn open_slot(gateway: &Gateway, who: &Authenticated) -> Result<StreamSlot, StreamRefusal> {
+    gateway.stream_slots.try_open(&who.name).inspect_err(|refusal| {
         let reason = match refusal {
             StreamRefusal::Full { .. } => ErrorCode::TooManyStreams,
             StreamRefusal::TokenFull { .. } => ErrorCode::TooManyStreamsForToken,
@@ -184,7 +187,6 @@ fn open_slot(gateway: &Gateway, who: &Authenticated) -> Result<StreamSlot, Respo
                 reason: reason.as_str(),
             })
             .inc();
-        refusal.into_response()
     })
 }
 

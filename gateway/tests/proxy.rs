@@ -302,7 +302,13 @@ async fn backend_down_is_502_and_slow_backend_504() {
     // The backend's address and the OS error are in the gateway's log, not in the answer.
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("`operator` backend"), "{body}");
-    for internal in [closed.to_string(), closed.port().to_string(), "refused".into(), "os error".into(), "127.0.0.1".into()] {
+    for internal in [
+        closed.to_string(),
+        closed.port().to_string(),
+        "refused".into(),
+        "os error".into(),
+        "127.0.0.1".into(),
+    ] {
         assert!(!detail.contains(&internal), "{internal} in {body}");
     }
 
@@ -312,7 +318,10 @@ async fn backend_down_is_502_and_slow_backend_504() {
         (status, error_code(&body)),
         (StatusCode::GATEWAY_TIMEOUT, "backend_timeout")
     );
-    assert!(!body["detail"].as_str().unwrap().contains("127.0.0.1"), "{body}");
+    assert!(
+        !body["detail"].as_str().unwrap().contains("127.0.0.1"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -61,7 +61,10 @@ async fn a_malformed_client_body_is_the_clients_400_not_a_backend_502() {
     };
     for (what, body) in [
         ("bad chunk size", "5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n"),
-        ("bad chunk terminator", "5\r\nhelloXX5\r\nhello\r\n0\r\n\r\n"),
+        (
+            "bad chunk terminator",
+            "5\r\nhelloXX5\r\nhello\r\n0\r\n\r\n",
+        ),
     ] {
         // Over HTTP/1.1 to the backend, and over h2c (an event-stream request).
         for accept in ["", "accept: text/event-stream\r\n"] {
@@ -70,7 +73,11 @@ async fn a_malformed_client_body_is_the_clients_400_not_a_backend_502() {
             assert_eq!(error_of(&answer), "invalid_body", "{what}: {answer}");
         }
     }
-    assert_eq!(upstream_errors(&g.metrics), 0, "counted as the backend's failure");
+    assert_eq!(
+        upstream_errors(&g.metrics),
+        0,
+        "counted as the backend's failure"
+    );
     // A well-formed chunked body still goes through.
     let answer = raw_exchange(g.addr, chunked("5\r\nhello\r\n0\r\n\r\n", "").as_bytes()).await;
     assert_eq!(status_of(&answer), 200, "{answer}");
@@ -101,12 +108,19 @@ async fn a_response_with_content_length_and_chunked_is_read_whole_as_chunked() {
 
 #[tokio::test]
 async fn two_host_headers_are_400_and_never_reach_the_backend() {
-    let (backend, accepted) = raw_backend(|_| b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()).await;
+    let (backend, accepted) =
+        raw_backend(|_| b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()).await;
     let g = gateway(&format!("http://{backend}"), &[]).await;
     for head in [
-        format!("GET /operator/api/x HTTP/1.1\r\nhost: a\r\nhost: b\r\nx-vx11-token: {TOKEN}\r\nconnection: close\r\n\r\n"),
-        format!("GET /operator/api/x HTTP/1.1\r\nhost: a\r\nhost: a\r\nx-vx11-token: {TOKEN}\r\nconnection: close\r\n\r\n"),
-        format!("GET http://a/operator/api/x HTTP/1.1\r\nhost: b\r\nx-vx11-token: {TOKEN}\r\nconnection: close\r\n\r\n"),
+        format!(
+            "GET /operator/api/x HTTP/1.1\r\nhost: a\r\nhost: b\r\nx-vx11-token: {TOKEN}\r\nconnection: close\r\n\r\n"
+        ),
+        format!(
+            "GET /operator/api/x HTTP/1.1\r\nhost: a\r\nhost: a\r\nx-vx11-token: {TOKEN}\r\nconnection: close\r\n\r\n"
+        ),
+        format!(
+            "GET http://a/operator/api/x HTTP/1.1\r\nhost: b\r\nx-vx11-token: {TOKEN}\r\nconnection: close\r\n\r\n"
+        ),
     ] {
         let answer = raw_exchange(g.addr, head.as_bytes()).await;
         assert_eq!(status_of(&answer), 400, "{head:?}: {answer}");
@@ -132,10 +146,16 @@ async fn a_clients_forwarded_for_is_replaced_unless_its_peer_is_a_trusted_proxy(
             .json()
             .await
             .unwrap();
-        body["headers"]["x-forwarded-for"].as_str().unwrap().to_owned()
+        body["headers"]["x-forwarded-for"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
     assert_eq!(seen(&[]).await, "127.0.0.1");
-    assert_eq!(seen(&["--trusted-proxies", "10.0.0.0/8"]).await, "127.0.0.1");
+    assert_eq!(
+        seen(&["--trusted-proxies", "10.0.0.0/8"]).await,
+        "127.0.0.1"
+    );
     assert_eq!(
         seen(&["--trusted-proxies", "10.0.0.0/8,127.0.0.0/8"]).await,
         "6.6.6.6, 127.0.0.1"
@@ -146,7 +166,11 @@ async fn a_clients_forwarded_for_is_replaced_unless_its_peer_is_a_trusted_proxy(
 async fn paths_that_climb_or_split_are_refused_before_the_backend() {
     let (backend, accepted) = raw_backend(|head| {
         let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}", path.len()).into_bytes()
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
+            path.len()
+        )
+        .into_bytes()
     })
     .await;
     let g = gateway(&format!("http://{backend}"), &[]).await;
@@ -177,8 +201,16 @@ async fn paths_that_climb_or_split_are_refused_before_the_backend() {
             assert_eq!(error_of(&answer), "unsafe_path", "{path}: {answer}");
         }
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 0, "an unsafe path reached the backend");
-    for path in ["/operator/api/a.b/c", "/operator/api/a%2ejson", "/operator/api/x?p=../y"] {
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "an unsafe path reached the backend"
+    );
+    for path in [
+        "/operator/api/a.b/c",
+        "/operator/api/a%2ejson",
+        "/operator/api/x?p=../y",
+    ] {
         let answer = raw_exchange(g.addr, &request(&format!("GET {path} HTTP/1.1"))).await;
         assert_eq!(status_of(&answer), 200, "{path}: {answer}");
         assert!(answer.ends_with(path), "forwarded as it came: {answer}");

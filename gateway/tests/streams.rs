@@ -68,7 +68,11 @@ async fn stream_client(
         socket.set_recv_buffer_size(size).unwrap();
     }
     let mut stream = socket.connect(addr).await.unwrap();
-    let accept = if accept { "accept: text/event-stream\r\n" } else { "" };
+    let accept = if accept {
+        "accept: text/event-stream\r\n"
+    } else {
+        ""
+    };
     let request = format!(
         "GET /operator/api/events/stream HTTP/1.1\r\nhost: vx11\r\nx-vx11-token: {token}\r\n{accept}\r\n"
     );
@@ -104,10 +108,23 @@ async fn a_client_that_reads_nothing_is_dropped_after_the_stall_timeout() {
     let mut h2c = stalled_client(g.addr, TOKEN, true).await;
     assert!(eventually(Duration::from_secs(5), || g.metrics.open_streams.get() == 2).await);
     // Buffers fill within moments at ~500 KB/s; then 1 s of stall, plus margin.
-    let dropped = eventually(Duration::from_secs(6), || g.metrics.stalled_streams.get() == 2).await;
-    assert!(dropped, "stalled streams still open: {}", g.metrics.stalled_streams.get());
-    assert!(closes_within(&mut h1, Duration::from_secs(3)).await, "HTTP/1.1 stream not closed");
-    assert!(closes_within(&mut h2c, Duration::from_secs(3)).await, "h2c stream not closed");
+    let dropped = eventually(Duration::from_secs(6), || {
+        g.metrics.stalled_streams.get() == 2
+    })
+    .await;
+    assert!(
+        dropped,
+        "stalled streams still open: {}",
+        g.metrics.stalled_streams.get()
+    );
+    assert!(
+        closes_within(&mut h1, Duration::from_secs(3)).await,
+        "HTTP/1.1 stream not closed"
+    );
+    assert!(
+        closes_within(&mut h2c, Duration::from_secs(3)).await,
+        "h2c stream not closed"
+    );
     assert!(eventually(Duration::from_secs(2), || g.metrics.open_streams.get() == 0).await);
     assert_eq!(g.slots.open(), 0, "slots not given back");
 }
@@ -155,7 +172,10 @@ async fn streams_over_the_caps_are_refused_before_the_backend_hears_of_them() {
     };
     let first = open(TOKEN).await.unwrap();
     let second = open(TOKEN).await.unwrap();
-    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
     let refused = open(TOKEN).await.unwrap();
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().contains_key("retry-after"));
@@ -167,7 +187,11 @@ async fn streams_over_the_caps_are_refused_before_the_backend_hears_of_them() {
     assert_eq!(full.status(), 503);
     let body: serde_json::Value = full.json().await.unwrap();
     assert_eq!(body["error"], "too_many_streams");
-    assert_eq!(requests.load(Ordering::SeqCst), 3, "a refused stream reached the backend");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        3,
+        "a refused stream reached the backend"
+    );
 
     // A stream that did not announce itself is counted once its response says what it is.
     let unannounced = raw_exchange(
@@ -213,9 +237,18 @@ async fn a_head_the_backends_http2_would_refuse_is_431_and_other_streams_flow_on
         "a".repeat(70 * 1024)
     );
     let answer = raw_exchange(g.addr, bad.as_bytes()).await;
-    assert_eq!(status_of(&answer), 431, "{}", &answer[..answer.len().min(300)]);
+    assert_eq!(
+        status_of(&answer),
+        431,
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
     assert_eq!(error_of(&answer), "headers_too_large");
-    assert_eq!(requests.load(Ordering::SeqCst), before, "the head reached the backend");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        before,
+        "the head reached the backend"
+    );
     // Every other stream keeps receiving events.
     for (i, body) in streams.iter_mut().enumerate() {
         for _ in 0..3 {

@@ -33,7 +33,11 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    serve_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), service, protocols)
+    serve_on(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        service,
+        protocols,
+    )
 }
 
 /// A loopback listener whose connections have a fixed, small send buffer: the kernel then
@@ -81,7 +85,11 @@ impl RunningGateway {
 /// The gateway in front of `backend` (`http://…`), with `flags` on top of the tests' usual
 /// ones.
 pub async fn gateway(backend: &str, flags: &[&str]) -> RunningGateway {
-    gateway_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), backend, flags)
+    gateway_on(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        backend,
+        flags,
+    )
 }
 
 /// [`gateway`] on `listener`.

@@ -118,7 +118,10 @@ async fn a_head_over_the_backends_http2_limit_is_431_and_no_other_stream_is_cut(
     assert_eq!(status(&answer), 431, "{}", &answer[..answer.len().min(300)]);
     assert!(has_code(&answer, "headers_too_large"), "{answer}");
     let report = valid.stop().await;
-    assert!(report.ok > 0 && report.failed == 0, "valid client: {report:?}");
+    assert!(
+        report.ok > 0 && report.failed == 0,
+        "valid client: {report:?}"
+    );
     stack.assert_logs_clean();
 }
 
@@ -129,10 +132,7 @@ async fn a_malformed_body_is_the_clients_400_and_a_502_tells_nothing_internal() 
         probe.local_addr().unwrap()
     };
     let modules = format!("madre=http://{down}");
-    let stack = Stack::start(&[
-        ("VX11_MODULES", &modules),
-        ("VX11_UPSTREAM_TIMEOUT", "3s"),
-    ]);
+    let stack = Stack::start(&[("VX11_MODULES", &modules), ("VX11_UPSTREAM_TIMEOUT", "3s")]);
     let valid = stack.valid_client();
     let token = stack.operator.expose();
     for body in [
@@ -168,7 +168,10 @@ async fn a_malformed_body_is_the_clients_400_and_a_502_tells_nothing_internal() 
     assert_eq!(status(&answer), 502, "{answer}");
     assert!(has_code(&answer, "backend_unavailable"), "{answer}");
     for internal in [down.to_string(), "os error".into(), "refused".into()] {
-        assert!(!answer.contains(&internal), "{internal:?} in the answer: {answer}");
+        assert!(
+            !answer.contains(&internal),
+            "{internal:?} in the answer: {answer}"
+        );
     }
     let logs = stack.gateway.logs();
     assert!(
@@ -177,7 +180,10 @@ async fn a_malformed_body_is_the_clients_400_and_a_502_tells_nothing_internal() 
         "the backend's address is not in the gateway's warning: {logs}"
     );
     let report = valid.stop().await;
-    assert!(report.ok > 0 && report.failed == 0, "valid client: {report:?}");
+    assert!(
+        report.ok > 0 && report.failed == 0,
+        "valid client: {report:?}"
+    );
     stack.assert_logs_clean();
 }
 
@@ -242,7 +248,11 @@ async fn ambiguous_hosts_unsafe_paths_and_spoofed_forwarded_for_never_reach_a_ba
         assert_eq!(status(&answer), 400, "{path}: {answer}");
         assert!(has_code(&answer, "unsafe_path"), "{path}: {answer}");
     }
-    assert!(fake.heads().is_empty(), "reached the backend: {:?}", fake.heads());
+    assert!(
+        fake.heads().is_empty(),
+        "reached the backend: {:?}",
+        fake.heads()
+    );
 
     // A fine request goes through, with the gateway's own X-Forwarded-For.
     let request = format!(
@@ -258,6 +268,9 @@ async fn ambiguous_hosts_unsafe_paths_and_spoofed_forwarded_for_never_reach_a_ba
         .collect();
     assert_eq!(forwarded, ["x-forwarded-for: 127.0.0.1"], "{}", heads[0]);
     let report = valid.stop().await;
-    assert!(report.ok > 0 && report.failed == 0, "valid client: {report:?}");
+    assert!(
+        report.ok > 0 && report.failed == 0,
+        "valid client: {report:?}"
+    );
     stack.assert_logs_clean();
 }

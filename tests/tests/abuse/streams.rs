@@ -211,12 +211,20 @@ async fn stalled_stream_clients_are_closed_after_the_stall_timeout_and_memory_st
     )
     .await;
     let open = ended.iter().filter(|ended| !**ended).count();
-    assert_eq!(open, 0, "{open} of {STALLED} stalled streams still open after {:?}", STALL + margin);
+    assert_eq!(
+        open,
+        0,
+        "{open} of {STALLED} stalled streams still open after {:?}",
+        STALL + margin
+    );
     let sockets = open_sockets(pid);
     assert!(sockets < 20, "{sockets} sockets still open in the gateway");
 
     let report = valid.stop().await;
-    assert!(report.ok > 0 && report.failed == 0, "valid client: {report:?}");
+    assert!(
+        report.ok > 0 && report.failed == 0,
+        "valid client: {report:?}"
+    );
     let metrics = reqwest::get(stack.gateway.metrics_url())
         .await
         .unwrap()
@@ -278,8 +286,14 @@ async fn streams_over_the_caps_are_refused_before_the_backend_hears_of_them() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(reopened.is_some(), "the closed stream's place was not given back");
+    assert!(
+        reopened.is_some(),
+        "the closed stream's place was not given back"
+    );
     let report = valid.stop().await;
-    assert!(report.ok > 0 && report.failed == 0, "valid client: {report:?}");
+    assert!(
+        report.ok > 0 && report.failed == 0,
+        "valid client: {report:?}"
+    );
     stack.assert_logs_clean();
 }
