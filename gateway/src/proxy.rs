@@ -175,19 +175,22 @@ pub async fn forward(
 
 /// A place among the open streams for one more of `who`'s, or why not (counted).
 fn open_slot(gateway: &Gateway, who: &Authenticated) -> Result<StreamSlot, StreamRefusal> {
-    gateway.stream_slots.try_open(&who.name).inspect_err(|refusal| {
-        let reason = match refusal {
-            StreamRefusal::Full { .. } => ErrorCode::TooManyStreams,
-            StreamRefusal::TokenFull { .. } => ErrorCode::TooManyStreamsForToken,
-        };
-        gateway
-            .metrics
-            .refused_streams
-            .get_or_create(&RefusalLabel {
-                reason: reason.as_str(),
-            })
-            .inc();
-    })
+    gateway
+        .stream_slots
+        .try_open(&who.name)
+        .inspect_err(|refusal| {
+            let reason = match refusal {
+                StreamRefusal::Full { .. } => ErrorCode::TooManyStreams,
+                StreamRefusal::TokenFull { .. } => ErrorCode::TooManyStreamsForToken,
+            };
+            gateway
+                .metrics
+                .refused_streams
+                .get_or_create(&RefusalLabel {
+                    reason: reason.as_str(),
+                })
+                .inc();
+        })
 }
 
 fn refuse(
