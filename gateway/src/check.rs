@@ -10,7 +10,9 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use vx11_service::{ApiError, ErrorCode, off_by_policy, with_access_line, with_token_check};
+use vx11_service::{
+    ApiError, Authenticated, ErrorCode, off_by_policy, with_access_line, with_token_check,
+};
 
 use crate::gateway::Gateway;
 use crate::modules::Module;
@@ -43,8 +45,8 @@ pub async fn module_api(
         Cow::Borrowed(route),
         request,
         move |request| {
-            with_token_check(&shared.store, request, move |request, _who| {
-                answer(shared, target, request)
+            with_token_check(&shared.store, request, move |request, who| {
+                answer(shared, target, request, who)
             })
         },
     )
@@ -55,9 +57,16 @@ pub async fn module_api(
 }
 
 /// For a caller whose token passed.
-async fn answer(gateway: &Gateway, target: Target, request: Request) -> Response {
+async fn answer(
+    gateway: &Gateway,
+    target: Target,
+    request: Request,
+    who: Authenticated,
+) -> Response {
     match target {
-        Target::Module(module) if module.on => proxy::forward(gateway, &module, request).await,
+        Target::Module(module) if module.on => {
+            proxy::forward(gateway, &module, request, &who).await
+        }
         Target::Module(module) => off_by_policy(gateway.mode, &module.name),
         Target::Unknown(name) => unknown_module(gateway, &name),
     }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use clap::Parser;
 use vx11_service::{ServiceSettings, SettingError, parse_duration};
 
+use crate::forwarded::TrustedProxies;
 use crate::modules::{Modules, Upstream};
+use crate::upstream::MIN_STREAM_BUFFER_BYTES;
 
 /// vx11-gateway: the public entrypoint. Checks the token of every `/<module>/api/*` request
 /// and streams it, unchanged, to the module's backend.
@@ -60,6 +62,12 @@ pub struct Args {
     /// (default: the CPUs this process may use).
     #[arg(long, env = "VX11_WORKERS")]
     pub workers: Option<usize>,
+
+    /// Proxies in front of the gateway whose `X-Forwarded-For` is kept and appended to:
+    /// IPs or CIDR ranges, comma-separated (e.g. `10.0.0.0/8,192.168.1.7`). From any other
+    /// peer the header is replaced by the peer's address. Empty: no peer is trusted.
+    #[arg(long, env = "VX11_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
 }
 
 /// Checked settings.
@@ -74,6 +82,7 @@ pub struct Config {
     pub upstream_idle_timeout: Duration,
     pub max_body_bytes: u64,
     pub workers: usize,
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +93,12 @@ pub enum ConfigError {
     Modules(String),
     #[error("VX11_H2C_STREAMS: {0}")]
     H2cStreams(String),
+    #[error("VX11_TRUSTED_PROXIES: {0}")]
+    TrustedProxies(String),
+    #[error(
+        "VX11_STREAM_BUFFER_BYTES must be at least {min} at the gateway (an HTTP/2 frame, the bytes in flight to the client and a stream window of a frame)"
+    )]
+    StreamBuffer { min: usize },
     #[error("{name} must be more than zero")]
     Zero { name: &'static str },
     #[error(transparent)]
@@ -116,6 +131,13 @@ impl Config {
                 name: "VX11_MAX_BODY_BYTES",
             });
         }
+        if args.service.streams.buffer_bytes < MIN_STREAM_BUFFER_BYTES {
+            return Err(ConfigError::StreamBuffer {
+                min: MIN_STREAM_BUFFER_BYTES,
+            });
+        }
+        let trusted_proxies =
+            TrustedProxies::parse(&args.trusted_proxies).map_err(ConfigError::TrustedProxies)?;
         if args.workers == Some(0) {
             return Err(ConfigError::Zero {
                 name: "VX11_WORKERS",
@@ -130,6 +152,7 @@ impl Config {
             upstream_timeout: args.upstream_timeout,
             upstream_idle_timeout: args.upstream_idle_timeout,
             max_body_bytes: args.max_body_bytes,
+            trusted_proxies,
         })
     }
 }
@@ -167,6 +190,8 @@ mod tests {
         let config = parse(&["--h2c-streams", "", "--modules", "madre=http://m:1"]).unwrap();
         assert!(!config.modules.get("operator").unwrap().streams_over_h2c);
         assert!(!config.modules.get("madre").unwrap().streams_over_h2c);
+        assert!(config.trusted_proxies.is_empty());
+        assert_eq!(config.service.streams.buffer_bytes, 64 * 1024);
     }
 
     #[test]
@@ -189,6 +214,10 @@ mod tests {
         );
         let err = parse(&["--workers", "0"]).unwrap_err();
         assert!(err.contains("VX11_WORKERS"), "{err}");
+        let err = parse(&["--trusted-proxies", "10.0.0.0/40"]).unwrap_err();
+        assert!(err.contains("VX11_TRUSTED_PROXIES"), "{err}");
+        let err = parse(&["--buffer-bytes", "1024"]).unwrap_err();
+        assert!(err.contains("VX11_STREAM_BUFFER_BYTES"), "{err}");
     }
 
     #[test]
@@ -206,6 +235,11 @@ mod tests {
             "RUST_LOG",
             "VX11_WORKERS",
             "VX11_H2C_STREAMS",
+            "VX11_TRUSTED_PROXIES",
+            "VX11_STREAM_STALL_TIMEOUT",
+            "VX11_STREAM_BUFFER_BYTES",
+            "VX11_MAX_STREAMS",
+            "VX11_MAX_STREAMS_PER_TOKEN",
         ] {
             assert!(help.contains(var), "{var} missing from --help");
         }

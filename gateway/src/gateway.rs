@@ -1,13 +1,15 @@
 //! What every request of a worker shares: the token set, the modules, the backends'
-//! clients, the limits, the metrics and the shutdown signal.
+//! clients, the limits, the metrics and the shutdown signal; and, with every other worker,
+//! the count of open event streams.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use vx11_service::Shutdown;
+use vx11_service::{Shutdown, StreamLimits, StreamSlots};
 use vx11_tokenset::TokenStore;
 
 use crate::config::Config;
+use crate::forwarded::TrustedProxies;
 use crate::metrics::GatewayMetrics;
 use crate::modules::{Modules, PolicyMode};
 use crate::upstream::Upstreams;
@@ -21,25 +23,41 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     pub upstream_idle_timeout: Duration,
     pub max_body_bytes: u64,
+    /// `VX11_STREAM_*`: stall timeout and buffer of an event stream.
+    pub streams: StreamLimits,
+    /// The open event streams of the whole process (all workers share one).
+    pub stream_slots: Arc<StreamSlots>,
+    /// Peers whose `X-Forwarded-For` is kept (`VX11_TRUSTED_PROXIES`).
+    pub trusted_proxies: TrustedProxies,
     pub metrics: Arc<GatewayMetrics>,
     pub shutdown: Shutdown,
     pub tokens_dir: String,
 }
 
 impl Gateway {
+    /// `stream_slots`: made once per process ([`StreamSlots::new`] of
+    /// `config.service.streams`) and given to every worker's gateway.
     pub fn new(
         config: &Config,
         store: Arc<TokenStore>,
         metrics: Arc<GatewayMetrics>,
         shutdown: Shutdown,
+        stream_slots: Arc<StreamSlots>,
     ) -> Self {
         Self {
             store,
             modules: config.modules.clone(),
             mode: config.service.policy_mode,
-            upstreams: Upstreams::new(config.upstream_connect_timeout, config.upstream_timeout),
+            upstreams: Upstreams::new(
+                config.upstream_connect_timeout,
+                config.upstream_timeout,
+                config.service.streams.buffer_bytes,
+            ),
             upstream_idle_timeout: config.upstream_idle_timeout,
             max_body_bytes: config.max_body_bytes,
+            streams: config.service.streams.clone(),
+            stream_slots,
+            trusted_proxies: config.trusted_proxies.clone(),
             metrics,
             shutdown,
             tokens_dir: config.service.tokens_dir.display().to_string(),

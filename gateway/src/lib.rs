@@ -6,17 +6,25 @@
 //! [`dispatch`] (module API or the router) → [`check`] (token, access line, policy) →
 //! [`proxy`] (the request and response heads) → [`upstream`] (the backend clients) →
 //! [`body`] (the response body streamed back). Around them: [`gateway`] (what requests
-//! share), [`modules`] (the routing table), [`config`], [`metrics`], [`workers`].
+//! share), [`modules`] (the routing table), [`config`], [`metrics`], [`workers`]. What
+//! the proxy refuses or rewrites: [`safe_path`], [`head`] (`Host`, HTTP/2 header list
+//! size), [`forwarded`] (`X-Forwarded-For`); what it bounds: [`client_body`] (the request
+//! body), [`pacing`] (an event stream's bytes in flight to its client).
 
 pub mod body;
 pub mod check;
+pub mod client_body;
 pub mod config;
 pub mod connect;
 pub mod dispatch;
+pub mod forwarded;
 pub mod gateway;
+pub mod head;
 pub mod metrics;
 pub mod modules;
+pub mod pacing;
 pub mod proxy;
+pub mod safe_path;
 pub mod upstream;
 pub mod workers;
 

@@ -8,8 +8,8 @@ use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::workers::{MakeApp, Workers};
 use vx11_gateway::{Gateway, app};
 use vx11_service::{
-    ListenerMetrics, Protocols, Serving, bind_reuseport_listeners, init_json_logs_with_filter,
-    start,
+    ListenerMetrics, Protocols, Serving, StreamSlots, bind_reuseport_listeners,
+    init_json_logs_with_filter, start,
 };
 use vx11_tokenset::LegacyTokens;
 
@@ -75,6 +75,8 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
         .into_iter()
         .map(tokio::net::TcpListener::into_std)
         .collect::<std::io::Result<Vec<_>>>()?;
+    // One count of open streams for the whole process: the caps hold across workers.
+    let stream_slots = StreamSlots::new(&config.service.streams);
     let make_app: MakeApp = {
         let (config, shutdown) = (config.clone(), shutdown.clone());
         Arc::new(move || {
@@ -83,6 +85,7 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
                 store.clone(),
                 metrics.clone(),
                 shutdown.clone(),
+                stream_slots.clone(),
             )))
         })
     };

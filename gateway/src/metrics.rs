@@ -22,6 +22,12 @@ pub struct UpstreamErrorLabels {
     pub kind: &'static str,
 }
 
+/// Why an event stream was refused: `too_many_streams` or `too_many_streams_for_token`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    pub reason: &'static str,
+}
+
 type HistogramFamily = Family<ModuleLabel, Histogram, fn() -> Histogram>;
 
 #[derive(Debug)]
@@ -31,6 +37,10 @@ pub struct GatewayMetrics {
     pub upstream_seconds: HistogramFamily,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub open_streams: Gauge,
+    /// Event streams ended because their client read nothing for the stall timeout.
+    pub stalled_streams: Counter,
+    /// Event streams refused by the stream caps, by reason.
+    pub refused_streams: Family<RefusalLabel, Counter>,
 }
 
 impl GatewayMetrics {
@@ -42,6 +52,8 @@ impl GatewayMetrics {
             }),
             upstream_errors: Family::default(),
             open_streams: Gauge::default(),
+            stalled_streams: Counter::default(),
+            refused_streams: Family::default(),
         };
         registry.register(
             "vx11_gateway_upstream_duration_seconds",
@@ -57,6 +69,16 @@ impl GatewayMetrics {
             "vx11_gateway_open_streams",
             "Event streams (SSE) open through the gateway",
             metrics.open_streams.clone(),
+        );
+        registry.register(
+            "vx11_gateway_stalled_streams",
+            "Event streams ended because their client read nothing for VX11_STREAM_STALL_TIMEOUT",
+            metrics.stalled_streams.clone(),
+        );
+        registry.register(
+            "vx11_gateway_refused_streams",
+            "Event streams refused by VX11_MAX_STREAMS (too_many_streams) or VX11_MAX_STREAMS_PER_TOKEN (too_many_streams_for_token)",
+            metrics.refused_streams.clone(),
         );
         registry.register_collector(Box::new(TokenMetrics(store)));
         Arc::new(metrics)

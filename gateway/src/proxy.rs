@@ -1,22 +1,32 @@
 //! The third step of `/<module>/api/*`, for a module that is on: the request made ready for
 //! the backend, unchanged in what matters (method, path, query, body, the token as
-//! presented; hop-by-hop headers dropped, `X-Forwarded-*` added, the body limited), handed
+//! presented; hop-by-hop headers dropped, `X-Forwarded-*` set, the body limited), handed
 //! to [`crate::upstream`], and the response head made ready for the client, its body
-//! streamed back through [`crate::body`].
+//! streamed back through [`crate::body`]. Refused here, before any backend hears of them:
+//! an ambiguous `Host`, a path a backend could read as another ([`crate::safe_path`]), a
+//! head over the backend's HTTP/2 limit ([`crate::head`]), and an event stream over the
+//! stream caps.
 
 use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::header::{self, HeaderMap, HeaderName};
 use axum::http::{StatusCode, Version};
 use axum::response::{IntoResponse, Response};
-use http_body_util::Limited;
-use vx11_service::{ApiError, ErrorCode, content_length, drain_refused_body, expects_continue};
+use vx11_service::{
+    ApiError, Authenticated, ErrorCode, StreamRefusal, StreamSlot, content_length,
+    drain_refused_body, expects_continue,
+};
 
-use crate::body::{OpenStream, ProxiedBody};
+use crate::body::{OpenStream, ProxiedBody, StreamParts};
+use crate::client_body::ClientBody;
+use crate::forwarded::set_forwarded_for;
 use crate::gateway::Gateway;
+use crate::head::{BACKEND_MAX_HEADER_LIST_SIZE, ambiguous_host, over_backend_h2_limit};
+use crate::metrics::RefusalLabel;
 use crate::modules::Module;
+use crate::safe_path;
 use crate::upstream::NotSent;
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
@@ -31,8 +41,13 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// Streams `request` to `module`'s backend and the response back.
-pub async fn forward(gateway: &Gateway, module: &Module, request: Request) -> Response {
+/// Streams `request` from `who` to `module`'s backend and the response back.
+pub async fn forward(
+    gateway: &Gateway,
+    module: &Module,
+    request: Request,
+    who: &Authenticated,
+) -> Response {
     let (mut parts, body) = request.into_parts();
     if let Some(length) = content_length(&parts.headers)
         && length > gateway.max_body_bytes
@@ -42,15 +57,28 @@ pub async fn forward(gateway: &Gateway, module: &Module, request: Request) -> Re
         }
         return too_large(gateway.max_body_bytes);
     }
+    if ambiguous_host(&parts) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::AmbiguousHost,
+            "send exactly one Host header (and, with an absolute request target, the same host)",
+        );
+    }
+    if safe_path::is_unsafe(parts.uri.path()) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UnsafePath,
+            "the path has a dot-segment (`.`, `..`), an encoded slash or backslash, or a control character, possibly percent-encoded; send the path without them",
+        );
+    }
     let uri = match module.upstream.uri_for(parts.uri.path_and_query()) {
         Ok(uri) => uri,
         Err(_) => {
-            return ApiError::new(
+            return refuse(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::BadRequest,
                 "the request path cannot be forwarded",
-            )
-            .into_response();
+            );
         }
     };
     let peer = parts
@@ -63,42 +91,114 @@ pub async fn forward(gateway: &Gateway, module: &Module, request: Request) -> Re
             .headers
             .insert(HeaderName::from_static("x-forwarded-host"), host);
     }
-    if let Some(ip) = peer {
-        append_forwarded_for(&mut parts.headers, ip);
-    }
+    set_forwarded_for(&mut parts.headers, peer, &gateway.trusted_proxies);
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     parts.extensions.clear();
-    let upstream_request = hyper::Request::from_parts(
-        parts,
-        Body::new(Limited::new(body, gateway.max_body_bytes as usize)),
-    );
 
-    let over_h2c = module.streams_over_h2c && accepts_event_stream(upstream_request.headers());
+    let asks_for_stream = accepts_event_stream(&parts.headers);
+    let over_h2c = module.streams_over_h2c && asks_for_stream;
+    if over_h2c && over_backend_h2_limit(&parts.method, &parts.uri, &parts.headers) {
+        return refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::HeadersTooLarge,
+            format!(
+                "the request's headers are over the {BACKEND_MAX_HEADER_LIST_SIZE} bytes the backend takes (counted as HTTP/2 does: name, value and 32 bytes per field); send fewer or smaller headers"
+            ),
+        );
+    }
+    let mut slot = None;
+    if asks_for_stream {
+        match open_slot(gateway, who) {
+            Ok(taken) => slot = Some(taken),
+            Err(refused) => return refused.into_response(),
+        }
+    }
+    let (body, outcome) = ClientBody::new(
+        body,
+        usize::try_from(gateway.max_body_bytes).unwrap_or(usize::MAX),
+    );
+    let upstream_request = hyper::Request::from_parts(parts, Body::new(body));
+
     let metrics = &gateway.metrics;
     let response = match gateway
         .upstreams
-        .send(module, upstream_request, over_h2c, metrics)
+        .send(module, upstream_request, &outcome, over_h2c, metrics)
         .await
     {
         Ok(response) => response,
         Err(NotSent::BodyTooLarge) => return too_large(gateway.max_body_bytes),
+        Err(NotSent::InvalidBody) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidBody,
+                "the request body is not valid HTTP (bad chunk size or chunk terminator) or ended early; send it again, whole",
+            );
+        }
         Err(NotSent::Refused(answer)) => return answer,
     };
 
     let (mut parts, incoming) = response.into_parts();
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        // Read as chunked (or to the end) by hyper: a Content-Length next to it is wrong
+        // and would cut the body for the client (RFC 9112 §6.3).
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     strip_hop_by_hop(&mut parts.headers);
     // The client is spoken to in HTTP/1.1, whatever the backend connection was.
     parts.version = Version::HTTP_11;
-    let stream = is_event_stream(&parts.headers).then(|| {
-        OpenStream::new(
-            metrics.open_streams.clone(),
+    let stream = if is_event_stream(&parts.headers) {
+        // A stream the client did not announce takes its place now.
+        let slot = match slot {
+            Some(slot) => slot,
+            None => match open_slot(gateway, who) {
+                Ok(slot) => slot,
+                Err(refused) => return refused.into_response(),
+            },
+        };
+        Some(OpenStream::new(StreamParts {
+            gauge: metrics.open_streams.clone(),
             // A child token per stream: its polls lock its own node, not the shared one.
-            gateway.shutdown.token().child_token().cancelled_owned(),
-        )
-    });
+            shutdown: gateway.shutdown.token().child_token().cancelled_owned(),
+            slot: Some(slot),
+            stall_after: gateway.streams.stall_timeout,
+            stalled: metrics.stalled_streams.clone(),
+            module: module.name.clone(),
+            token: who.name.clone(),
+        }))
+    } else {
+        None
+    };
     let body = ProxiedBody::new(incoming, gateway.upstream_idle_timeout, stream);
     Response::from_parts(parts, Body::new(body))
+}
+
+/// A place among the open streams for one more of `who`'s, or why not (counted).
+fn open_slot(gateway: &Gateway, who: &Authenticated) -> Result<StreamSlot, StreamRefusal> {
+    gateway
+        .stream_slots
+        .try_open(&who.name)
+        .inspect_err(|refusal| {
+            let reason = match refusal {
+                StreamRefusal::Full { .. } => ErrorCode::TooManyStreams,
+                StreamRefusal::TokenFull { .. } => ErrorCode::TooManyStreamsForToken,
+            };
+            gateway
+                .metrics
+                .refused_streams
+                .get_or_create(&RefusalLabel {
+                    reason: reason.as_str(),
+                })
+                .inc();
+        })
+}
+
+fn refuse(
+    status: StatusCode,
+    code: ErrorCode,
+    detail: impl Into<std::borrow::Cow<'static, str>>,
+) -> Response {
+    ApiError::new(status, code, detail).into_response()
 }
 
 fn too_large(limit: u64) -> Response {
@@ -143,20 +243,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
-    let name = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip.to_string(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(name, value);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn hop_by_hop_headers_are_dropped_and_tokens_kept() {
@@ -176,13 +266,5 @@ mod tests {
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(h.contains_key("x-vx11-token") && h.contains_key("authorization"));
-    }
-
-    #[test]
-    fn forwarded_for_appends() {
-        let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, "10.0.0.1".parse().unwrap());
-        append_forwarded_for(&mut h, "127.0.0.1".parse().unwrap());
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
     }
 }

@@ -1,0 +1,203 @@
+//! `X-Forwarded-For`: the client addresses a request passed through. A client can write
+//! anything there, so the header it sends is believed only from a peer configured as a
+//! proxy in front of the gateway (`VX11_TRUSTED_PROXIES`); from any other peer it is
+//! replaced by the peer's own address.
+
+use std::net::IpAddr;
+
+use axum::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The peers whose `X-Forwarded-For` is kept (and appended to): IPs and CIDR ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<Range>);
+
+/// `addr/prefix`: the addresses sharing `addr`'s first `prefix` bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Range {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl TrustedProxies {
+    /// `ip` or `ip/prefix`, comma-separated (`10.0.0.0/8, 192.168.1.7, fd00::/8`); empty:
+    /// none.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            ranges.push(Range::parse(item)?);
+        }
+        Ok(Self(ranges))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `peer` is one of the configured proxies.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.0.iter().any(|range| range.contains(peer))
+    }
+}
+
+impl Range {
+    fn parse(item: &str) -> Result<Self, String> {
+        let (addr, prefix) = match item.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (item, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| {
+            format!("`{item}` is not an IP address or CIDR range (e.g. 10.0.0.0/8)")
+        })?;
+        let addr = addr.to_canonical();
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(prefix) => prefix
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| format!("`{item}`: the prefix length must be 0 to {bits}"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    fn contains(&self, peer: IpAddr) -> bool {
+        match (self.addr, peer) {
+            (IpAddr::V4(range), IpAddr::V4(peer)) => {
+                same_prefix(&range.octets(), &peer.octets(), self.prefix)
+            }
+            (IpAddr::V6(range), IpAddr::V6(peer)) => {
+                same_prefix(&range.octets(), &peer.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn same_prefix(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let (whole, rest) = (usize::from(prefix / 8), prefix % 8);
+    if a[..whole] != b[..whole] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    a[whole] & mask == b[whole] & mask
+}
+
+/// Sets the request's `X-Forwarded-For` for the backend: the client's value followed by
+/// `peer` when `peer` is a trusted proxy, else `peer` alone (the client's value dropped).
+/// Without a known peer the header is dropped.
+pub fn set_forwarded_for(headers: &mut HeaderMap, peer: Option<IpAddr>, proxies: &TrustedProxies) {
+    let from_client = match peer {
+        Some(peer) if proxies.trusts(peer) => joined(headers),
+        _ => None,
+    };
+    headers.remove(&X_FORWARDED_FOR);
+    let Some(peer) = peer.map(|peer| peer.to_canonical()) else {
+        return;
+    };
+    let value = match from_client {
+        Some(chain) => format!("{chain}, {peer}"),
+        None => peer.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+/// Every `X-Forwarded-For` line of the request, in order, as one list.
+fn joined(headers: &HeaderMap) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ranges_match_their_addresses_only() {
+        let proxies =
+            TrustedProxies::parse("10.0.0.0/8, 192.168.1.7 ,fd00::/8,172.16.0.0/12").unwrap();
+        for trusted in [
+            "10.1.2.3",
+            "192.168.1.7",
+            "fd00::1",
+            "172.31.255.255",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(proxies.trusts(ip(trusted)), "{trusted}");
+        }
+        for other in [
+            "11.0.0.1",
+            "192.168.1.8",
+            "fe80::1",
+            "172.32.0.0",
+            "127.0.0.1",
+        ] {
+            assert!(!proxies.trusts(ip(other)), "{other}");
+        }
+        assert!(TrustedProxies::parse("").unwrap().is_empty());
+        assert!(
+            TrustedProxies::parse("0.0.0.0/0")
+                .unwrap()
+                .trusts(ip("8.8.8.8"))
+        );
+    }
+
+    #[test]
+    fn bad_ranges_are_clear_errors() {
+        for (spec, expected) in [
+            ("10.0.0.0/33", "0 to 32"),
+            ("fd00::/129", "0 to 128"),
+            ("10.0.0/8", "not an IP address"),
+            ("proxy.local", "not an IP address"),
+            ("10.0.0.0/x", "prefix length"),
+        ] {
+            let error = TrustedProxies::parse(spec).unwrap_err();
+            assert!(error.contains(expected), "{spec}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_client_value_is_replaced_unless_the_peer_is_a_trusted_proxy() {
+        let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
+        set_forwarded_for(&mut h, Some(ip("203.0.113.9")), &proxies);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
+        set_forwarded_for(&mut h, Some(ip("10.0.0.1")), &proxies);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.1");
+
+        let mut h = HeaderMap::new();
+        set_forwarded_for(&mut h, Some(ip("10.0.0.1")), &proxies);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        set_forwarded_for(&mut h, None, &proxies);
+        assert!(!h.contains_key("x-forwarded-for"));
+    }
+}
