@@ -33,8 +33,17 @@ fn state_with(entries: Vec<SetEntry>) -> AppState {
     }
     let settings = Settings {
         policy_mode: PolicyMode::SoloMadre,
-        event_history: 100,
+        history: crate::events::HistoryLimits {
+            events: 100,
+            ..crate::events::HistoryLimits::DEFAULT
+        },
         sse_keep_alive: Duration::from_secs(15),
+        streams: vx11_service::StreamLimits {
+            stall_timeout: Duration::from_secs(60),
+            buffer_bytes: 64 * 1024,
+            max_streams: 100,
+            max_streams_per_token: 50,
+        },
         tokens_dir: "/var/run/vx11/tokens".into(),
     };
     AppState::new(store, settings, Shutdown::new())
@@ -149,7 +158,7 @@ async fn chat_stores_the_message_as_an_event() {
     assert_eq!(status, StatusCode::OK);
     let id = body["id"].as_u64().unwrap();
     assert!(body["receivedAt"].is_string());
-    let events = state.events.subscribe(None).take();
+    let events = state.events.subscribe(None).take(usize::MAX, u64::MAX);
     let last = events.last().unwrap();
     assert_eq!((last.id, last.kind), (id, EventKind::Chat));
     let data: Value = serde_json::from_slice(&last.data).unwrap();
@@ -418,7 +427,8 @@ async fn a_revoked_token_ends_its_stream_with_an_auth_event() {
 
     state
         .events
-        .publish(EventKind::Chat, &json!({"message": "still here"}));
+        .publish(EventKind::Chat, &json!({"message": "still here"}))
+        .unwrap();
     assert!(next_frame(&mut other).await.unwrap().contains("still here"));
     drop(other);
     let metrics = render_metrics(&state);
