@@ -275,7 +275,7 @@ async fn stream_clients_that_never_read_are_dropped_within_the_stall_timeout() {
     }
     eventually("50 streams open", Duration::from_secs(10), || async {
         match metric(&metrics(&backend).await, "vx11_backend_open_streams") {
-            Some(open) if open == 50.0 => Ok(()),
+            Some(50.0) => Ok(()),
             open => Err(format!("{open:?} streams open")),
         }
     })
@@ -290,7 +290,7 @@ async fn stream_clients_that_never_read_are_dropped_within_the_stall_timeout() {
         || async {
             let text = metrics(&backend).await;
             match metric(&text, "vx11_backend_open_streams") {
-                Some(open) if open == 0.0 => Ok(()),
+                Some(0.0) => Ok(()),
                 open => Err(format!("{open:?} streams open")),
             }
         },
