@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode, header};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -33,8 +33,17 @@ fn state_with(entries: Vec<SetEntry>) -> AppState {
     }
     let settings = Settings {
         policy_mode: PolicyMode::SoloMadre,
-        event_history: 100,
+        history: crate::events::HistoryLimits {
+            events: 100,
+            ..crate::events::HistoryLimits::DEFAULT
+        },
         sse_keep_alive: Duration::from_secs(15),
+        streams: vx11_service::StreamLimits {
+            stall_timeout: Duration::from_secs(60),
+            buffer_bytes: 64 * 1024,
+            max_streams: 100,
+            max_streams_per_token: 50,
+        },
         tokens_dir: "/var/run/vx11/tokens".into(),
     };
     AppState::new(store, settings, Shutdown::new())
@@ -149,7 +158,7 @@ async fn chat_stores_the_message_as_an_event() {
     assert_eq!(status, StatusCode::OK);
     let id = body["id"].as_u64().unwrap();
     assert!(body["receivedAt"].is_string());
-    let events = state.events.subscribe(None).take();
+    let events = state.events.subscribe(None).take(usize::MAX, u64::MAX);
     let last = events.last().unwrap();
     assert_eq!((last.id, last.kind), (id, EventKind::Chat));
     let data: Value = serde_json::from_slice(&last.data).unwrap();
@@ -418,7 +427,8 @@ async fn a_revoked_token_ends_its_stream_with_an_auth_event() {
 
     state
         .events
-        .publish(EventKind::Chat, &json!({"message": "still here"}));
+        .publish(EventKind::Chat, &json!({"message": "still here"}))
+        .unwrap();
     assert!(next_frame(&mut other).await.unwrap().contains("still here"));
     drop(other);
     let metrics = render_metrics(&state);
@@ -477,4 +487,167 @@ fn render_metrics(state: &AppState) -> String {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry).unwrap();
     text
+}
+
+fn with_streams(state: &mut AppState, streams: vx11_service::StreamLimits) {
+    state.settings = Arc::new(Settings {
+        streams,
+        ..(*state.settings).clone()
+    });
+    state.slots = vx11_service::StreamSlots::new(&state.settings.streams);
+}
+
+fn limits(stall: Duration, buffer_bytes: usize) -> vx11_service::StreamLimits {
+    vx11_service::StreamLimits {
+        stall_timeout: stall,
+        buffer_bytes,
+        max_streams: 100,
+        max_streams_per_token: 50,
+    }
+}
+
+/// The next data frame, kept (as hyper keeps what it has not written yet); `None` when the
+/// body is waiting.
+async fn frame_within(body: &mut Body, limit: Duration) -> Option<Result<Bytes, String>> {
+    let frame = tokio::time::timeout(limit, body.frame()).await.ok()??;
+    Some(
+        frame
+            .map(|frame| frame.into_data().unwrap())
+            .map_err(|e| e.to_string()),
+    )
+}
+
+#[tokio::test]
+async fn a_stream_holds_at_most_its_buffer_and_takes_more_once_the_client_reads() {
+    let mut state = state();
+    with_streams(&mut state, limits(Duration::from_secs(60), 10_000));
+    let message = "m".repeat(1_000);
+    for _ in 0..50 {
+        send(&state, chat(json!({ "message": message }).to_string())).await;
+    }
+    let mut body = open_stream(&state, "/operator/api/events?follow=false").await;
+    // Frames kept unread: the stream stops at its buffer, whatever is left to replay.
+    let mut held = Vec::new();
+    while let Some(frame) = frame_within(&mut body, Duration::from_millis(300)).await {
+        held.push(frame.unwrap());
+    }
+    let held_bytes: usize = held.iter().map(Bytes::len).sum();
+    assert!(!held.is_empty());
+    assert!(
+        held_bytes <= 10_000 + 1_200,
+        "{held_bytes} bytes held in {} frames",
+        held.len()
+    );
+    // The client reads them: the stream goes on from its cursor, to the end of the replay.
+    let mut frames = held.len();
+    held.clear();
+    while let Some(frame) = frame_within(&mut body, Duration::from_secs(5)).await {
+        drop(frame.unwrap());
+        frames += 1;
+    }
+    assert_eq!(frames, 50, "every event once, none lost or repeated");
+}
+
+#[tokio::test]
+async fn a_stream_whose_client_reads_nothing_is_dropped_after_the_stall_timeout() {
+    let mut state = state();
+    with_streams(&mut state, limits(Duration::from_millis(300), 64 * 1024));
+    send(&state, chat(r#"{"message":"one"}"#)).await;
+    let mut body = open_stream(&state, "/operator/api/events/stream").await;
+    let opened = std::time::Instant::now();
+    let unread = frame_within(&mut body, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    let end = frame_within(&mut body, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let error = end.unwrap_err();
+    assert!(
+        error.contains("read nothing") && error.contains("VX11_STREAM_STALL_TIMEOUT"),
+        "{error}"
+    );
+    assert!(opened.elapsed() >= Duration::from_millis(300));
+    drop(unread);
+    assert_eq!(state.metrics.streams.open(), 0);
+    assert_eq!(state.slots.open(), 0, "the slot is given back");
+    assert!(render_metrics(&state).contains("reason=\"stalled\"} 1"));
+}
+
+#[tokio::test]
+async fn a_quiet_stream_whose_client_has_everything_is_not_stalled() {
+    let mut state = state();
+    with_streams(&mut state, limits(Duration::from_millis(200), 64 * 1024));
+    let mut body = open_stream(&state, "/operator/api/events/stream").await;
+    // Nothing to send for three stall timeouts: the stream waits, it is not dropped.
+    assert!(
+        frame_within(&mut body, Duration::from_millis(600))
+            .await
+            .is_none()
+    );
+    send(&state, chat(r#"{"message":"later"}"#)).await;
+    let frame = frame_within(&mut body, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&frame).contains("later"));
+}
+
+#[tokio::test]
+async fn streams_over_the_caps_are_refused_before_they_start() {
+    let mut state = state();
+    with_streams(
+        &mut state,
+        vx11_service::StreamLimits {
+            max_streams: 3,
+            max_streams_per_token: 2,
+            ..limits(Duration::from_secs(60), 64 * 1024)
+        },
+    );
+    let first = open_stream(&state, "/operator/api/events/stream").await;
+    let _second = open_stream(&state, "/operator/api/events/stream").await;
+    let (status, body) = json_of(send(&state, get("/operator/api/events/stream")).await).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"], "too_many_streams_for_token");
+    let other = |uri: &str| {
+        Request::get(uri)
+            .header("x-vx11-token", OTHER)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let third = send(&state, other("/operator/api/events")).await;
+    assert_eq!(third.status(), StatusCode::OK);
+    let (status, body) = json_of(send(&state, other("/operator/api/events/stream")).await).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "too_many_streams");
+    drop(first);
+    assert_eq!(
+        send(&state, get("/operator/api/events/stream"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    drop(third);
+    assert!(
+        render_metrics(&state).contains("streams_refused_total{reason=\"too_many_streams\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn a_chat_message_whose_event_is_too_large_once_escaped_gets_413() {
+    let state = state();
+    // 16 KiB of control characters: within the message limit, 98 KB once escaped.
+    let control = json!({ "message": "\u{1}".repeat(16 * 1024) }).to_string();
+    let (status, body) = json_of(send(&state, chat(control)).await).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"], "message_too_large");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("65536") && detail.contains("VX11_MAX_EVENT_BYTES"),
+        "{detail}"
+    );
+    assert_eq!(state.events.last_id(), None, "nothing stored");
+    // 16 KiB of quotes is 32 KiB once escaped: stored.
+    let quotes = json!({ "message": "\"".repeat(16 * 1024) }).to_string();
+    assert_eq!(send(&state, chat(quotes)).await.status(), StatusCode::OK);
 }

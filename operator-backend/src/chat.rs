@@ -1,5 +1,10 @@
 //! `POST /operator/api/chat` `{"message": "…"}`: stores the message as a `chat` event and
 //! answers its id.
+//!
+//! Two bounds: the message itself ([`MAX_MESSAGE_BYTES`] of UTF-8), and the event it makes
+//! once encoded (`VX11_MAX_EVENT_BYTES`, 64 KiB by default). JSON escapes a control
+//! character as six bytes (`\u0001`), so a message of 16 KiB can make a 98 KB event; such a
+//! message is refused with 413 rather than stored.
 
 use axum::Json;
 use axum::body::Body;
@@ -31,14 +36,26 @@ pub async fn post_chat(
     let body = read_body(&headers, body).await?;
     let message = message_of(&body)?;
     let received_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-    let event = state.events.publish(
-        EventKind::Chat,
-        &json!({
-            "message": message,
-            "receivedAt": received_at,
-            "from": {"name": &*caller.name, "fingerprint": caller.fingerprint.to_string()},
-        }),
-    );
+    let event = state
+        .events
+        .publish(
+            EventKind::Chat,
+            &json!({
+                "message": message,
+                "receivedAt": received_at,
+                "from": {"name": &*caller.name, "fingerprint": caller.fingerprint.to_string()},
+            }),
+        )
+        .map_err(|refused| {
+            too_large(format!(
+                "`message` ({} bytes) makes an event of {} bytes once encoded (JSON escapes \
+                 control characters, quotes and backslashes); the limit is {} bytes \
+                 (VX11_MAX_EVENT_BYTES); send a shorter message or fewer control characters",
+                message.len(),
+                refused.bytes,
+                refused.limit
+            ))
+        })?;
     tracing::debug!(id = event.id, bytes = message.len(), token = %caller.fingerprint, "chat message stored");
     Ok(Json(json!({"id": event.id, "receivedAt": received_at})))
 }

@@ -8,6 +8,8 @@ use clap::Parser;
 use vx11_service::{ServiceSettings, SettingError, args_from_lookup, clap_message, parse_duration};
 use vx11_tokenset::{LegacyTokenError, LegacyTokens};
 
+use crate::events::HistoryLimits;
+
 /// vx11-operator-backend: health, chat and the operator event stream (SSE). Internal: only
 /// the gateway reaches it, and it checks the token again.
 ///
@@ -33,6 +35,18 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub event_history: u64,
 
+    /// Bytes of encoded events (SSE frames) the history keeps at most; the oldest events are
+    /// dropped first, as past `VX11_EVENT_HISTORY`.
+    #[arg(long, env = "VX11_EVENT_HISTORY_BYTES", default_value_t = 4 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(64 * 1024..=1024 * 1024 * 1024))]
+    pub event_history_bytes: u64,
+
+    /// Bytes one event may take once encoded (its SSE frame, JSON escapes included); a chat
+    /// message whose event would be larger is refused with 413.
+    #[arg(long, env = "VX11_MAX_EVENT_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u64).range(32 * 1024..=16 * 1024 * 1024))]
+    pub max_event_bytes: u64,
+
     /// Send an SSE keep-alive comment on a quiet stream this often (e.g. `15s`, `500ms`).
     #[arg(long, env = "VX11_SSE_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
     pub sse_keep_alive: Duration,
@@ -47,7 +61,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Tokens, metrics, policy, logs, shutdown: as the gateway takes them.
     pub service: ServiceSettings,
-    pub event_history: usize,
+    /// `VX11_EVENT_HISTORY`, `VX11_EVENT_HISTORY_BYTES`, `VX11_MAX_EVENT_BYTES`.
+    pub history: HistoryLimits,
     pub sse_keep_alive: Duration,
     /// Tokens from the Compose deployment's environment variables.
     pub legacy: LegacyTokens,
@@ -62,6 +77,10 @@ pub enum ConfigError {
     Legacy(#[from] LegacyTokenError),
     #[error("{name} must be more than zero")]
     Zero { name: &'static str },
+    #[error(
+        "VX11_MAX_EVENT_BYTES ({event}) must not be more than VX11_EVENT_HISTORY_BYTES ({history}): the history must hold at least one event"
+    )]
+    EventLargerThanHistory { event: u64, history: u64 },
     #[error(transparent)]
     Setting(#[from] SettingError),
 }
@@ -98,11 +117,22 @@ impl Config {
             });
         }
         args.service.check()?;
+        if args.max_event_bytes > args.event_history_bytes {
+            return Err(ConfigError::EventLargerThanHistory {
+                event: args.max_event_bytes,
+                history: args.event_history_bytes,
+            });
+        }
+        // Each at most 1 GiB by the parser, so they fit.
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         Ok(Self {
             addr: args.addr,
             service: args.service,
-            // At most 1 000 000 by the parser, so it fits.
-            event_history: usize::try_from(args.event_history).unwrap_or(usize::MAX),
+            history: HistoryLimits {
+                events: size(args.event_history),
+                bytes: size(args.event_history_bytes),
+                event_bytes: size(args.max_event_bytes),
+            },
             sse_keep_alive: args.sse_keep_alive,
             legacy,
         })
@@ -135,7 +165,14 @@ mod tests {
         );
         assert_eq!(config.service.policy_mode, PolicyMode::SoloMadre);
         assert_eq!(config.service.log_filter, "info");
-        assert_eq!(config.event_history, 1000);
+        assert_eq!(config.history, HistoryLimits::DEFAULT);
+        assert_eq!(config.history.bytes, 4 * 1024 * 1024);
+        assert_eq!(config.history.event_bytes, 64 * 1024);
+        assert_eq!(
+            config.service.streams.stall_timeout,
+            Duration::from_secs(60)
+        );
+        assert_eq!(config.service.streams.buffer_bytes, 64 * 1024);
         assert_eq!(config.sse_keep_alive, Duration::from_secs(15));
         assert_eq!(config.service.tokens_poll_interval, Duration::from_secs(2));
         assert_eq!(config.service.shutdown_grace, Duration::from_secs(10));
@@ -151,6 +188,9 @@ mod tests {
             ("VX11_POLICY_MODE", "full"),
             ("RUST_LOG", "debug"),
             ("VX11_EVENT_HISTORY", "5"),
+            ("VX11_EVENT_HISTORY_BYTES", "1048576"),
+            ("VX11_MAX_EVENT_BYTES", "40000"),
+            ("VX11_STREAM_STALL_TIMEOUT", "2s"),
             ("VX11_SSE_KEEP_ALIVE", "250ms"),
             ("VX11_TOKENS_POLL_INTERVAL", "1s"),
             ("VX11_SHUTDOWN_GRACE", "0s"),
@@ -162,7 +202,15 @@ mod tests {
         assert_eq!(config.service.tokens_dir, PathBuf::from("/tmp/tokens"));
         assert_eq!(config.service.policy_mode, PolicyMode::Full);
         assert_eq!(config.service.log_filter, "debug");
-        assert_eq!(config.event_history, 5);
+        assert_eq!(
+            config.history,
+            HistoryLimits {
+                events: 5,
+                bytes: 1_048_576,
+                event_bytes: 40_000
+            }
+        );
+        assert_eq!(config.service.streams.stall_timeout, Duration::from_secs(2));
         assert_eq!(config.sse_keep_alive, Duration::from_millis(250));
         assert_eq!(config.service.tokens_poll_interval, Duration::from_secs(1));
         assert_eq!(config.service.shutdown_grace, Duration::ZERO);
@@ -180,6 +228,19 @@ mod tests {
         assert!(err.contains("--addr"), "{err}");
         let err = config(&[("VX11_EVENT_HISTORY", "0")]).unwrap_err();
         assert!(err.contains("--event-history"), "{err}");
+        let err = config(&[("VX11_MAX_EVENT_BYTES", "100")]).unwrap_err();
+        assert!(err.contains("--max-event-bytes"), "{err}");
+        let err = config(&[
+            ("VX11_EVENT_HISTORY_BYTES", "100000"),
+            ("VX11_MAX_EVENT_BYTES", "200000"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("VX11_MAX_EVENT_BYTES") && err.contains("VX11_EVENT_HISTORY_BYTES"),
+            "{err}"
+        );
+        let err = config(&[("VX11_STREAM_STALL_TIMEOUT", "0s")]).unwrap_err();
+        assert!(err.contains("VX11_STREAM_STALL_TIMEOUT"), "{err}");
         let err = config(&[("VX11_SSE_KEEP_ALIVE", "0s")]).unwrap_err();
         assert!(err.contains("VX11_SSE_KEEP_ALIVE"), "{err}");
         let err = config(&[("VX11_SSE_KEEP_ALIVE", "soon")]).unwrap_err();
@@ -201,6 +262,12 @@ mod tests {
             "VX11_METRICS_ADDR",
             "RUST_LOG",
             "VX11_EVENT_HISTORY",
+            "VX11_EVENT_HISTORY_BYTES",
+            "VX11_MAX_EVENT_BYTES",
+            "VX11_STREAM_STALL_TIMEOUT",
+            "VX11_STREAM_BUFFER_BYTES",
+            "VX11_MAX_STREAMS",
+            "VX11_MAX_STREAMS_PER_TOKEN",
             "VX11_SSE_KEEP_ALIVE",
             "VX11_TOKENS_POLL_INTERVAL",
             "VX11_SHUTDOWN_GRACE",

@@ -3,8 +3,9 @@
 //! token check, plus the public `/health` and `/ready`.
 //!
 //! - [`config`]: flags and environment.
-//! - [`events`]: the bounded event history and its subscribers.
-//! - [`stream`]: the SSE responses, closed when their token is revoked or expires.
+//! - [`events`]: the event history, bounded in events and bytes, and its subscribers.
+//! - [`stream`]: the SSE responses, closed when their token is revoked or expires or their
+//!   client stops reading; [`flight`]: what a stream's client has not read yet.
 //! - [`chat`], [`health`]: the other API routes; [`token_events`]: `tokens` events.
 //! - [`sse`]: the event-stream wire format; `alarm`: what else a stream waits on.
 //! - [`metrics`]: Prometheus; [`state`]: what requests share; [`run`]: the process
@@ -16,6 +17,7 @@ mod app_tests;
 pub mod chat;
 pub mod config;
 pub mod events;
+pub mod flight;
 pub mod health;
 pub mod metrics;
 pub mod run;

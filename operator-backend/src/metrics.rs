@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use vx11_service::{ErrorCode, HttpMetrics, ListenerMetrics, TokenMetrics};
+use vx11_service::{ErrorCode, HttpMetrics, ListenerMetrics, StreamRefusal, TokenMetrics};
 use vx11_tokenset::TokenStore;
 
 use crate::events::EventLog;
@@ -21,6 +21,7 @@ pub const PREFIX: &str = "vx11_backend";
 pub struct StreamMetrics {
     open: Gauge,
     ended: Family<EndLabels, Counter>,
+    refused: Family<EndLabels, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,6 +40,8 @@ pub enum StreamEnd {
     Shutdown,
     TokenRevoked,
     TokenExpired,
+    /// The client read nothing for `VX11_STREAM_STALL_TIMEOUT` while events waited.
+    Stalled,
 }
 
 impl StreamEnd {
@@ -49,6 +52,7 @@ impl StreamEnd {
             StreamEnd::Shutdown => "shutdown",
             StreamEnd::TokenRevoked => ErrorCode::TokenRevoked.as_str(),
             StreamEnd::TokenExpired => ErrorCode::ExpiredToken.as_str(),
+            StreamEnd::Stalled => "stalled",
         }
     }
 }
@@ -62,6 +66,19 @@ impl StreamMetrics {
             end: StreamEnd::Disconnected,
             opened_at: Instant::now(),
         }
+    }
+
+    /// Counts a stream refused before it started, by the refusal's error code.
+    pub fn refused(&self, refusal: StreamRefusal) {
+        let reason = match refusal {
+            StreamRefusal::Full { .. } => ErrorCode::TooManyStreams,
+            StreamRefusal::TokenFull { .. } => ErrorCode::TooManyStreamsForToken,
+        };
+        self.refused
+            .get_or_create(&EndLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// Streams open now.
@@ -127,6 +144,21 @@ impl BackendMetrics {
             format!("{PREFIX}_streams_ended"),
             "Event streams ended, by reason",
             streams.ended.clone(),
+        );
+        registry.register(
+            format!("{PREFIX}_streams_refused"),
+            "Event streams refused before they started (VX11_MAX_STREAMS, VX11_MAX_STREAMS_PER_TOKEN), by reason",
+            streams.refused.clone(),
+        );
+        registry.register(
+            format!("{PREFIX}_events_refused"),
+            "Events refused because their encoded frame was over VX11_MAX_EVENT_BYTES, by event type",
+            events.refused_counter(),
+        );
+        registry.register(
+            format!("{PREFIX}_event_history_bytes"),
+            "Bytes of encoded events in the history (at most VX11_EVENT_HISTORY_BYTES)",
+            events.history_bytes_gauge(),
         );
         registry.register(
             format!("{PREFIX}_events_published"),

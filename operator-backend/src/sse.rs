@@ -36,6 +36,29 @@ pub fn frame(id: Option<u64>, event: &str, data: &str) -> Bytes {
     frame.into()
 }
 
+/// The length of [`frame`]`(id, event, data)`, without building it (to refuse an event
+/// over the limit before any copy of it is made).
+pub fn frame_len(id: Option<u64>, event: &str, data: &str) -> usize {
+    let id_line = id.map_or(0, |id| "id: \n".len() + decimal_digits(id));
+    let event_line = "event: \n".len() + event.len();
+    let data_lines = if data.is_empty() {
+        0
+    } else {
+        let breaks = data.bytes().filter(|&b| b == b'\n' || b == b'\r').count();
+        "data: \n".len() + data.len() + breaks * "data: ".len()
+    };
+    id_line + event_line + data_lines + "\n".len()
+}
+
+fn decimal_digits(mut n: u64) -> usize {
+    let mut digits = 1;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    digits
+}
+
 /// The headers of an event stream response.
 pub fn headers() -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(3);
@@ -86,6 +109,15 @@ mod tests {
                 axum_frame(id, event, data).await,
                 "{event} {data:?}"
             );
+        }
+        for (id, event, data) in [
+            (Some(0), "chat", "x"),
+            (Some(9), "chat", ""),
+            (Some(10), "tokens", "a\r\nb\rc\n"),
+            (Some(u64::MAX), "chat", "{}"),
+            (None, "auth", "{}"),
+        ] {
+            assert_eq!(frame_len(id, event, data), frame(id, event, data).len());
         }
         assert_eq!(
             frame(Some(42), "chat", "a\nb"),

@@ -13,8 +13,26 @@
 //! so a client's `Last-Event-ID` stays at the last event it really got.
 //!
 //! No task is spawned per stream: the response body is the stream, so when the client goes
-//! away, the body is dropped and with it the subscription, the token watch and the
-//! open-stream count ([`OpenStream`]).
+//! away, the body is dropped and with it the subscription, the token watch, the
+//! open-stream count ([`OpenStream`]) and the stream's slot ([`StreamSlot`]).
+//!
+//! Limits (`VX11_STREAM_*`, `VX11_MAX_STREAMS*`, shared with the gateway):
+//!
+//! - Before a stream starts, it takes a [`StreamSlot`]: past `VX11_MAX_STREAMS` open
+//!   streams it is answered 503 `too_many_streams`, past `VX11_MAX_STREAMS_PER_TOKEN` with
+//!   one token name 429 `too_many_streams_for_token`.
+//! - A stream holds at most `VX11_STREAM_BUFFER_BYTES` (plus one event) for its client: the
+//!   frames hyper has not written out yet ([`Flight`]) and the batch it took from the
+//!   history. At that mark it stops reading the history (its cursor stays where it is) until
+//!   the client reads; nothing more is held, however much is published or replayed.
+//! - A client that reads nothing for `VX11_STREAM_STALL_TIMEOUT` while frames wait for it
+//!   is dropped: the body ends with an error, so hyper closes the HTTP/1.1 connection or
+//!   resets that one HTTP/2 stream (the others on the connection go on). It is counted in
+//!   `vx11_backend_streams_ended_total{reason="stalled"}` and logged once, at info. The
+//!   client can come back with `Last-Event-ID`. To be able to notice, a stream keeps hyper's
+//!   HTTP/1.1 write queue from filling (at most [`MAX_HELD_FRAMES`] frames and
+//!   [`MAX_HELD_BYTES`] bytes held): hyper polls the body only while it has room, and the
+//!   stall timer is in the body.
 //!
 //! The body sends each event's frame as encoded once at publish ([`Event::frame`]), and
 //! waits on its other futures through [`Alarm`]s, so a broadcast to many streams costs each
@@ -24,7 +42,6 @@
 //! still goes out after every quiet interval, as axum's `Sse` does.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -42,11 +59,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use vx11_service::{ApiError, Authenticated, ErrorCode, rfc3339};
+use vx11_service::{ApiError, Authenticated, ErrorCode, StreamSlot, rfc3339};
 use vx11_tokenset::{TokenStore, Verdict};
 
 use crate::alarm::{Alarm, Bell};
 use crate::events::{Event, EventKind, Subscription};
+use crate::flight::Flight;
 use crate::metrics::{OpenStream, StreamEnd};
 use crate::sse;
 use crate::state::AppState;
@@ -99,8 +117,17 @@ fn open(
         })?,
     };
     let after = resume_point(headers, query.last_event_id.as_deref())?;
+    // Before the stream starts: a refusal is a plain JSON answer.
+    let slot = match state.slots.try_open(&caller.name) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            state.metrics.streams.refused(refusal);
+            tracing::debug!(?refusal, token = %caller.fingerprint, "event stream refused");
+            return Ok(refusal.into_response());
+        }
+    };
     tracing::debug!(follow, after, token = %caller.fingerprint, "event stream opened");
-    let stream = EventStream::open(state, caller, follow, after);
+    let stream = EventStream::open(state, caller, slot, follow, after);
     Ok((sse::headers(), Body::from_stream(stream)).into_response())
 }
 
@@ -134,62 +161,101 @@ fn bad_request(code: ErrorCode, detail: &'static str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, detail)
 }
 
+/// Frames a stream lets hyper hold at most. hyper's HTTP/1.1 writer queues up to 16
+/// buffers and polls the body only while it has room; staying under that keeps the body
+/// polled, so its stall timer can end a stream whose client reads nothing.
+pub const MAX_HELD_FRAMES: usize = 8;
+
+/// Bytes a stream lets hyper hold at most, whatever `VX11_STREAM_BUFFER_BYTES` says: under
+/// hyper's HTTP/1.1 write buffer (about 408 KiB), for the same reason.
+pub const MAX_HELD_BYTES: usize = 256 * 1024;
+
+/// How a stream whose client read nothing ends: the body's error, on which hyper closes
+/// the HTTP/1.1 connection or resets the HTTP/2 stream.
+#[derive(Debug, thiserror::Error)]
+#[error("the client read nothing for {0:?} while events waited for it (VX11_STREAM_STALL_TIMEOUT)")]
+pub struct Stalled(Duration);
+
 /// One open stream; the response body owns it. `None` once it ended, so that its
-/// subscription and count are released then, not when the body is dropped.
+/// subscription, count and slot are released then, not when the body is dropped.
 struct EventStream(Option<Open>);
 
 struct Open {
+    /// Taken from the history, not handed to hyper yet.
     pending: VecDeque<Arc<Event>>,
+    pending_bytes: usize,
     subscription: Subscription,
     follow: bool,
+    /// Without `follow`: the newest event when the stream opened, where the replay ends.
+    replay_through: u64,
     grant: Grant,
     shutdown: Alarm<()>,
     keep_alive: KeepAlive,
+    /// What hyper holds of this stream's frames.
+    flight: Arc<Flight>,
+    /// `VX11_STREAM_BUFFER_BYTES`, at most [`MAX_HELD_BYTES`].
+    budget: usize,
+    stall: Stall,
     open: OpenStream,
+    _slot: StreamSlot,
     finished: bool,
 }
 
 impl EventStream {
-    fn open(state: &AppState, caller: Authenticated, follow: bool, after: Option<u64>) -> Self {
+    fn open(
+        state: &AppState,
+        caller: Authenticated,
+        slot: StreamSlot,
+        follow: bool,
+        after: Option<u64>,
+    ) -> Self {
         // The token watch is taken before the token is checked again (first thing the
         // stream does), so a reload since the request's own check cannot be missed.
         let bell = Bell::new();
         let grant = Grant::new(&bell, state.store.clone(), caller);
-        let mut subscription = state.events.subscribe(after);
+        let subscription = state.events.subscribe(after);
         let shutdown = state.shutdown.clone();
+        let limits = &state.settings.streams;
         Self(Some(Open {
-            pending: subscription.take().into(),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
             subscription,
             follow,
+            replay_through: state.events.last_id().unwrap_or(0),
             grant,
             shutdown: bell.alarm(Box::pin(async move { shutdown.triggered().await })),
             keep_alive: KeepAlive::new(&bell, state.settings.sse_keep_alive),
+            flight: Flight::new(),
+            budget: limits.buffer_bytes.clamp(1, MAX_HELD_BYTES),
+            stall: Stall::new(&bell, limits.stall_timeout),
             open: state.metrics.streams.opened(),
+            _slot: slot,
             finished: false,
         }))
     }
 }
 
 impl Stream for EventStream {
-    type Item = Result<Bytes, Infallible>;
+    type Item = Result<Bytes, Stalled>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let Some(open) = self.0.as_mut() else {
             return Poll::Ready(None);
         };
         let next = open.poll_frame(cx);
-        if let Poll::Ready(None) = next {
+        if let Poll::Ready(None | Some(Err(_))) = next {
             self.0 = None;
         }
-        next.map(|frame| frame.map(Ok))
+        next
     }
 }
 
 impl Open {
-    /// The next frame to send; `None` at the end. Checks, in order: the token (when due),
-    /// the events taken, shutdown, a token-set change, the token's expiry, new events,
-    /// the keep-alive.
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+    /// The next frame to send; `None` at the end, an error for a client that reads
+    /// nothing. Checks, in order: the token (when due), a stall, the events taken (while
+    /// hyper has room for them), the history (while this stream has room), shutdown, a
+    /// token-set change, the token's expiry, new events, the keep-alive.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Stalled>>> {
         if self.finished {
             return Poll::Ready(None);
         }
@@ -200,17 +266,44 @@ impl Open {
                     Err(revoked) => {
                         self.finished = true;
                         self.open.ending(revoked.stream_end());
-                        return Poll::Ready(Some(revoked.frame(&self.grant.caller)));
+                        let frame = revoked.frame(&self.grant.caller);
+                        return Poll::Ready(Some(Ok(self.flight.send(frame))));
                     }
                 }
             }
-            if let Some(event) = self.pending.pop_front() {
-                self.keep_alive.sent();
-                return Poll::Ready(Some(event.frame.clone()));
+            if let Poll::Ready(waited) = self.stall.poll(cx, &self.flight) {
+                self.finished = true;
+                self.open.ending(StreamEnd::Stalled);
+                tracing::info!(
+                    token = %self.grant.caller.fingerprint,
+                    token_name = %self.grant.caller.name,
+                    held_bytes = self.flight.bytes(),
+                    waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                    "event stream dropped: its client read nothing while events waited \
+                     (VX11_STREAM_STALL_TIMEOUT); it can resume with Last-Event-ID"
+                );
+                return Poll::Ready(Some(Err(Stalled(waited))));
             }
-            if !self.follow {
-                self.open.ending(StreamEnd::Replayed);
-                return Poll::Ready(None);
+            if self.flight.frames() < MAX_HELD_FRAMES
+                && let Some(event) = self.pending.pop_front()
+            {
+                self.pending_bytes -= event.bytes();
+                return Poll::Ready(Some(Ok(self.send(event.frame.clone()))));
+            }
+            if self.blocked() {
+                // Until the client reads: nothing more is taken from the history.
+                self.flight.wake_on_delivery(cx);
+                if !self.blocked() {
+                    continue;
+                }
+            } else if !self.follow {
+                let batch = self.subscription.take(self.room(), self.replay_through);
+                if batch.is_empty() {
+                    self.open.ending(StreamEnd::Replayed);
+                    return Poll::Ready(None);
+                }
+                self.queue(batch);
+                continue;
             }
             if self.shutdown.poll(cx).is_ready() {
                 self.open.ending(StreamEnd::Shutdown);
@@ -228,14 +321,102 @@ impl Open {
                 self.grant.recheck_due = true;
                 continue;
             }
-            if let Poll::Ready(batch) = self.subscription.poll_take(cx) {
-                self.pending.extend(batch);
+            if !self.blocked()
+                && let Poll::Ready(batch) = self.subscription.poll_take(cx, self.room())
+            {
+                self.queue(batch);
                 continue;
             }
-            if self.keep_alive.poll_due(cx).is_ready() {
-                return Poll::Ready(Some(sse::KEEP_ALIVE));
+            // Only while the client has all that was sent: the comment is for a quiet
+            // stream, not for one whose client does not read.
+            if self.flight.frames() == 0 && self.keep_alive.poll_due(cx).is_ready() {
+                return Poll::Ready(Some(Ok(self.send(sse::KEEP_ALIVE))));
             }
             return Poll::Pending;
+        }
+    }
+
+    /// Bytes that may still be taken from the history.
+    fn room(&self) -> usize {
+        self.budget
+            .saturating_sub(self.flight.bytes() + self.pending_bytes)
+    }
+
+    /// Waiting for the client to read: taken events that hyper has no room for, or no
+    /// room to take any.
+    fn blocked(&self) -> bool {
+        if self.pending.is_empty() {
+            self.room() == 0
+        } else {
+            self.flight.frames() >= MAX_HELD_FRAMES
+        }
+    }
+
+    fn queue(&mut self, batch: Vec<Arc<Event>>) {
+        self.pending_bytes += batch.iter().map(|event| event.bytes()).sum::<usize>();
+        self.pending.extend(batch);
+    }
+
+    /// Hands `frame` to hyper, counted as held until it is written.
+    fn send(&mut self, frame: Bytes) -> Bytes {
+        self.stall.sending(&self.flight);
+        self.keep_alive.sent();
+        self.flight.send(frame)
+    }
+}
+
+/// Notices a client that reads nothing: frames held and none delivered for `timeout`.
+/// Like the keep-alive, the timer is not moved per frame but when it fires.
+struct Stall {
+    timeout: Duration,
+    timer: Alarm<()>,
+    /// [`Flight::delivered`] when last looked at.
+    delivered: u64,
+    /// Since when nothing was delivered (with frames held), or recently (with none).
+    since: Instant,
+}
+
+impl Stall {
+    fn new(bell: &Arc<Bell>, timeout: Duration) -> Self {
+        let since = Instant::now();
+        Self {
+            timeout,
+            timer: bell.alarm(Box::pin(tokio::time::sleep_until(since + timeout))),
+            delivered: 0,
+            since,
+        }
+    }
+
+    /// A frame is about to be handed out: with nothing held before it, the wait for the
+    /// client starts now.
+    fn sending(&mut self, flight: &Flight) {
+        if flight.frames() == 0 {
+            self.since = Instant::now();
+            self.delivered = flight.delivered();
+        }
+    }
+
+    /// Ready, with how long it waited, once the client has read nothing for `timeout`
+    /// while frames were held for it.
+    fn poll(&mut self, cx: &mut Context<'_>, flight: &Flight) -> Poll<Duration> {
+        let delivered = flight.delivered();
+        if delivered != self.delivered {
+            self.delivered = delivered;
+            self.since = Instant::now();
+        }
+        loop {
+            if self.timer.poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            if flight.frames() == 0 {
+                self.since = now;
+            }
+            let due = self.since + self.timeout;
+            if due <= now {
+                return Poll::Ready(now - self.since);
+            }
+            self.timer.set(Box::pin(tokio::time::sleep_until(due)));
         }
     }
 }
