@@ -30,9 +30,10 @@
 //!   resets that one HTTP/2 stream (the others on the connection go on). It is counted in
 //!   `vx11_backend_streams_ended_total{reason="stalled"}` and logged once, at info. The
 //!   client can come back with `Last-Event-ID`. To be able to notice, a stream keeps hyper's
-//!   HTTP/1.1 write queue from filling (at most [`MAX_HELD_FRAMES`] frames and
-//!   [`MAX_HELD_BYTES`] bytes held): hyper polls the body only while it has room, and the
-//!   stall timer is in the body.
+//!   HTTP/1.1 write queue from filling (at most [`MAX_HELD_FRAMES`] pieces and
+//!   [`MAX_HANDED_BYTES`] bytes held, a large event handed out in pieces): hyper polls the
+//!   body only while it has room, and the stall timer is in the body. (The listener also
+//!   closes any connection whose socket takes nothing for the stall timeout.)
 //!
 //! The body sends each event's frame as encoded once at publish ([`Event::frame`]), and
 //! waits on its other futures through [`Alarm`]s, so a broadcast to many streams costs each
@@ -166,9 +167,14 @@ fn bad_request(code: ErrorCode, detail: &'static str) -> ApiError {
 /// polled, so its stall timer can end a stream whose client reads nothing.
 pub const MAX_HELD_FRAMES: usize = 8;
 
-/// Bytes a stream lets hyper hold at most, whatever `VX11_STREAM_BUFFER_BYTES` says: under
-/// hyper's HTTP/1.1 write buffer (about 408 KiB), for the same reason.
+/// Bytes a stream takes ahead of its client at most (what hyper holds and what it took from
+/// the history), whatever `VX11_STREAM_BUFFER_BYTES` says.
 pub const MAX_HELD_BYTES: usize = 256 * 1024;
+
+/// Bytes a stream lets hyper hold at most, a large event's frame handed out in pieces of
+/// this size: under hyper's HTTP/1.1 write buffer, which is `VX11_MAX_HEADER_BYTES` (at
+/// least 8 KiB), for the same reason as [`MAX_HELD_FRAMES`].
+pub const MAX_HANDED_BYTES: usize = 4 * 1024;
 
 /// How a stream whose client read nothing ends: the body's error, on which hyper closes
 /// the HTTP/1.1 connection or resets the HTTP/2 stream.
@@ -184,6 +190,8 @@ struct Open {
     /// Taken from the history, not handed to hyper yet.
     pending: VecDeque<Arc<Event>>,
     pending_bytes: usize,
+    /// What is left of the frame being handed out in pieces.
+    partial: Bytes,
     subscription: Subscription,
     follow: bool,
     /// Without `follow`: the newest event when the stream opened, where the replay ends.
@@ -219,6 +227,7 @@ impl EventStream {
         Self(Some(Open {
             pending: VecDeque::new(),
             pending_bytes: 0,
+            partial: Bytes::new(),
             subscription,
             follow,
             replay_through: state.events.last_id().unwrap_or(0),
@@ -284,11 +293,8 @@ impl Open {
                 );
                 return Poll::Ready(Some(Err(Stalled(waited))));
             }
-            if self.flight.frames() < MAX_HELD_FRAMES
-                && let Some(event) = self.pending.pop_front()
-            {
-                self.pending_bytes -= event.bytes();
-                return Poll::Ready(Some(Ok(self.send(event.frame.clone()))));
+            if let Some(piece) = self.next_piece() {
+                return Poll::Ready(Some(Ok(self.send(piece))));
             }
             if self.blocked() {
                 // Until the client reads: nothing more is taken from the history.
@@ -339,16 +345,37 @@ impl Open {
     /// Bytes that may still be taken from the history.
     fn room(&self) -> usize {
         self.budget
-            .saturating_sub(self.flight.bytes() + self.pending_bytes)
+            .saturating_sub(self.flight.bytes() + self.pending_bytes + self.partial.len())
+    }
+
+    /// Whether hyper may be handed more now.
+    fn may_hand_out(&self) -> bool {
+        self.flight.frames() < MAX_HELD_FRAMES && self.flight.bytes() < MAX_HANDED_BYTES
+    }
+
+    /// The next piece of the taken events for hyper, while it may hold more: a frame whole
+    /// when it fits, else in pieces (slices of the same buffer, no copy).
+    fn next_piece(&mut self) -> Option<Bytes> {
+        if !self.may_hand_out() {
+            return None;
+        }
+        if self.partial.is_empty() {
+            let event = self.pending.pop_front()?;
+            self.pending_bytes -= event.bytes();
+            self.partial = event.frame.clone();
+        }
+        let room = MAX_HANDED_BYTES - self.flight.bytes();
+        let take = self.partial.len().min(room);
+        Some(self.partial.split_to(take))
     }
 
     /// Waiting for the client to read: taken events that hyper has no room for, or no
     /// room to take any.
     fn blocked(&self) -> bool {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.partial.is_empty() {
             self.room() == 0
         } else {
-            self.flight.frames() >= MAX_HELD_FRAMES
+            !self.may_hand_out()
         }
     }
 

@@ -43,6 +43,9 @@ pub struct ConnectionClock {
     idle_since: AtomicU64,
     /// When the first byte of the request head being received arrived.
     head_since: AtomicU64,
+    /// Since when the socket has taken nothing of what is written to it (the peer reads
+    /// nothing, its receive window and our send buffer are full).
+    write_blocked_since: AtomicU64,
     /// HTTP/2: streams are counted, heads are not timed (h2 frames them itself).
     multiplexed: AtomicBool,
     /// Wakes [`ConnectionClock::expired`] when the state changes.
@@ -56,6 +59,8 @@ pub enum Expiry {
     Idle,
     /// A request head took longer than the header read timeout.
     SlowHead,
+    /// The peer read nothing of what was written to it for the stall timeout.
+    Stalled,
 }
 
 impl Expiry {
@@ -63,6 +68,7 @@ impl Expiry {
         match self {
             Expiry::Idle => "idle",
             Expiry::SlowHead => "header_timeout",
+            Expiry::Stalled => "stalled",
         }
     }
 }
@@ -74,6 +80,7 @@ impl ConnectionClock {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(1),
             head_since: AtomicU64::new(UNSET),
+            write_blocked_since: AtomicU64::new(UNSET),
             multiplexed: AtomicBool::new(false),
             changed: Notify::new(),
         })
@@ -110,22 +117,59 @@ impl ConnectionClock {
         }
     }
 
-    /// Resolves when the connection has been idle for `idle`, or a request head has been
-    /// arriving for longer than `head`. Never while a request is in flight.
-    pub async fn expired(&self, idle: Duration, head: Duration) -> Expiry {
+    fn wrote(&self, polled: &Poll<io::Result<usize>>) {
+        match polled {
+            Poll::Pending => self.write_blocked(),
+            Poll::Ready(Ok(n)) if *n > 0 => self.written(),
+            Poll::Ready(_) => {}
+        }
+    }
+
+    fn write_blocked(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) == UNSET {
+            self.write_blocked_since
+                .store(self.now_ms(), Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    fn written(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) != UNSET {
+            self.write_blocked_since.store(UNSET, Ordering::Relaxed);
+        }
+    }
+
+    /// Resolves when the connection has been idle for `limits.idle`, a request head has
+    /// been arriving for longer than `limits.head`, or the socket has taken nothing for
+    /// `limits.stall` (whether a request is in flight or not).
+    pub async fn expired(&self, limits: Clocks) -> Expiry {
         loop {
             let changed = self.changed.notified();
-            if self.in_flight.load(Ordering::Acquire) > 0 {
+            let mut next = None;
+            let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+            if blocked != UNSET {
+                next = Some((self.instant_of(blocked) + limits.stall, Expiry::Stalled));
+            }
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                let head_since = self.head_since.load(Ordering::Relaxed);
+                let (since, limit, expiry) = if head_since != UNSET {
+                    (head_since, limits.head, Expiry::SlowHead)
+                } else {
+                    (
+                        self.idle_since.load(Ordering::Relaxed),
+                        limits.idle,
+                        Expiry::Idle,
+                    )
+                };
+                let deadline = self.instant_of(since) + limit;
+                if next.is_none_or(|(earliest, _)| deadline < earliest) {
+                    next = Some((deadline, expiry));
+                }
+            }
+            let Some((deadline, expiry)) = next else {
                 changed.await;
                 continue;
-            }
-            let head_since = self.head_since.load(Ordering::Relaxed);
-            let (since, limit, expiry) = if head_since != UNSET {
-                (head_since, head, Expiry::SlowHead)
-            } else {
-                (self.idle_since.load(Ordering::Relaxed), idle, Expiry::Idle)
             };
-            let deadline = self.instant_of(since) + limit;
             if Instant::now() >= deadline {
                 return expiry;
             }
@@ -135,6 +179,17 @@ impl ConnectionClock {
             }
         }
     }
+}
+
+/// The three waits a connection's clock measures.
+#[derive(Debug, Clone, Copy)]
+pub struct Clocks {
+    /// No request in flight (`VX11_IDLE_TIMEOUT`).
+    pub idle: Duration,
+    /// From a head's first byte to its last (`VX11_HEADER_READ_TIMEOUT`).
+    pub head: Duration,
+    /// The socket taking nothing (`VX11_STREAM_STALL_TIMEOUT`).
+    pub stall: Duration,
 }
 
 /// A request in flight on its connection, until its response body is dropped.
@@ -224,7 +279,10 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, buf);
+        this.clock.wrote(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -232,7 +290,10 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let polled = this.inner.poll_write_vectored(cx, bufs);
+        this.clock.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -252,13 +313,33 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
 mod tests {
     use super::*;
 
+    fn clocks(idle: u64, head: u64, stall: u64) -> Clocks {
+        Clocks {
+            idle: Duration::from_secs(idle),
+            head: Duration::from_secs(head),
+            stall: Duration::from_secs(stall),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_that_takes_nothing_expires_after_the_stall_timeout_even_in_flight() {
+        let clock = ConnectionClock::new();
+        let _in_flight = clock.request_started();
+        clock.write_blocked();
+        // A write that goes through restarts the wait; a later block counts from then.
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        clock.written();
+        clock.write_blocked();
+        let started = Instant::now();
+        assert_eq!(clock.expired(clocks(75, 10, 60)).await, Expiry::Stalled);
+        assert!(started.elapsed() >= Duration::from_secs(60));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_expires_after_the_idle_timeout() {
         let clock = ConnectionClock::new();
         let started = Instant::now();
-        let expiry = clock
-            .expired(Duration::from_secs(75), Duration::from_secs(10))
-            .await;
+        let expiry = clock.expired(clocks(75, 10, 60)).await;
         assert_eq!(expiry, Expiry::Idle);
         assert!(started.elapsed() >= Duration::from_secs(75));
     }
@@ -268,9 +349,7 @@ mod tests {
         let clock = ConnectionClock::new();
         clock.bytes_read(b"GET / HT");
         let started = Instant::now();
-        let expiry = clock
-            .expired(Duration::from_secs(75), Duration::from_secs(10))
-            .await;
+        let expiry = clock.expired(clocks(75, 10, 60)).await;
         assert_eq!(expiry, Expiry::SlowHead);
         let waited = started.elapsed();
         assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(11));
@@ -285,11 +364,7 @@ mod tests {
         clock.bytes_read(b"more body");
         let expiring = {
             let clock = clock.clone();
-            tokio::spawn(async move {
-                clock
-                    .expired(Duration::from_secs(5), Duration::from_secs(1))
-                    .await
-            })
+            tokio::spawn(async move { clock.expired(clocks(5, 1, 60)).await })
         };
         tokio::time::sleep(Duration::from_secs(600)).await;
         assert!(
@@ -307,9 +382,7 @@ mod tests {
         let clock = ConnectionClock::new();
         clock.bytes_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         clock.bytes_read(b"\x00\x00\x00\x04");
-        let expiry = clock
-            .expired(Duration::from_secs(75), Duration::from_secs(10))
-            .await;
+        let expiry = clock.expired(clocks(75, 10, 60)).await;
         assert_eq!(expiry, Expiry::Idle);
     }
 }

@@ -32,7 +32,7 @@ pub struct ListenerLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClosedLabels {
     pub listener: &'static str,
-    /// `idle` or `header_timeout`.
+    /// `idle`, `header_timeout` or `stalled`.
     pub reason: &'static str,
 }
 
@@ -60,7 +60,7 @@ impl ListenerMetrics {
         );
         registry.register(
             "vx11_connections_closed",
-            "Connections closed by a listener limit: idle (VX11_IDLE_TIMEOUT) or a request head too slow (VX11_HEADER_READ_TIMEOUT)",
+            "Connections closed by a listener limit: idle (VX11_IDLE_TIMEOUT), a request head too slow (VX11_HEADER_READ_TIMEOUT), or a peer reading nothing (VX11_STREAM_STALL_TIMEOUT)",
             metrics.closed.clone(),
         );
         metrics

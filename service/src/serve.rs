@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use crate::connection::{ConnectionClock, Expiry, InFlight, InFlightBody, Watched};
+use crate::connection::{Clocks, ConnectionClock, Expiry, InFlight, InFlightBody, Watched};
 use crate::connection_cap::{ConnectionCap, ListenerMetrics};
 use crate::settings::{ListenerLimits, MIN_HEADER_BYTES};
 
@@ -157,6 +157,11 @@ pub struct Serving {
     /// Bytes one HTTP/2 stream may queue for a peer that reads slowly
     /// (`VX11_STREAM_BUFFER_BYTES`; hyper's default is 400 KiB).
     pub h2_stream_buffer: usize,
+    /// `VX11_STREAM_STALL_TIMEOUT` (nginx: `send_timeout`). A connection whose socket takes
+    /// nothing of what is written to it for twice this is closed, whatever it serves: the
+    /// event streams notice a stalled client themselves at once, and end alone (an HTTP/2
+    /// stream without its connection); this is the backstop for every other response.
+    pub stall_timeout: Duration,
     /// On SIGTERM, how long open connections get in all (`VX11_SHUTDOWN_GRACE`).
     pub grace: Duration,
 }
@@ -174,6 +179,7 @@ impl Serving {
             limits: settings.listener.clone(),
             connections: ConnectionCap::new(listener, settings.listener.max_connections, metrics),
             h2_stream_buffer: settings.streams.buffer_bytes,
+            stall_timeout: settings.streams.stall_timeout,
             grace: settings.shutdown_grace,
         }
     }
@@ -190,6 +196,7 @@ impl Serving {
             ),
             limits,
             h2_stream_buffer: crate::StreamLimits::default().buffer_bytes,
+            stall_timeout: crate::StreamLimits::default().stall_timeout,
             grace: Duration::from_secs(10),
         }
     }
@@ -218,7 +225,11 @@ where
     S::Future: Send + 'static,
 {
     let builder = Arc::new(connection_builder(&serving));
-    let limits = Arc::new(serving.limits.clone());
+    let clocks = Clocks {
+        idle: serving.limits.idle_timeout,
+        head: serving.limits.header_read_timeout,
+        stall: serving.stall_timeout.saturating_mul(2),
+    };
     let close_all = CancellationToken::new();
     let draining = Arc::new(AtomicBool::new(false));
     let open = Arc::new(AtomicUsize::new(0));
@@ -248,7 +259,6 @@ where
             draining: draining.clone(),
         };
         let builder = builder.clone();
-        let limits = limits.clone();
         let close_all = close_all.clone();
         let connections = serving.connections.clone();
         let open = OpenConnection::count(&open);
@@ -264,7 +274,7 @@ where
                         connection.as_mut().graceful_shutdown();
                         closing = true;
                     }
-                    expiry = clock.expired(limits.idle_timeout, limits.header_read_timeout), if !closing => {
+                    expiry = clock.expired(clocks), if !closing => {
                         connections.closed(expiry);
                         match expiry {
                             // Nothing in flight: closed between requests, cleanly.
@@ -273,7 +283,8 @@ where
                                 closing = true;
                             }
                             // A head still arriving: no answer is owed; the socket closes.
-                            Expiry::SlowHead => break Ok(()),
+                            // A peer that reads nothing cannot be told anything.
+                            Expiry::SlowHead | Expiry::Stalled => break Ok(()),
                         }
                     }
                 }
