@@ -91,12 +91,12 @@ pub struct ListenerLimits {
 pub struct StreamLimits {
     /// Drop an event stream whose client has read nothing for this long while events
     /// wait for it (nginx: `send_timeout`).
-    #[arg(long, env = "VX11_STREAM_STALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long = "stream-stall-timeout", env = "VX11_STREAM_STALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
 
     /// Bytes of events held for one client that reads slowly; past it the stream is
     /// treated as stalled (kernel socket buffers not counted).
-    #[arg(long, env = "VX11_STREAM_BUFFER_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long = "stream-buffer-bytes", env = "VX11_STREAM_BUFFER_BYTES", default_value_t = 64 * 1024)]
     pub buffer_bytes: usize,
 
     /// Event streams open at once in this process; past it a new one gets 503.
