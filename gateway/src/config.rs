@@ -216,7 +216,7 @@ mod tests {
         assert!(err.contains("VX11_WORKERS"), "{err}");
         let err = parse(&["--trusted-proxies", "10.0.0.0/40"]).unwrap_err();
         assert!(err.contains("VX11_TRUSTED_PROXIES"), "{err}");
-        let err = parse(&["--buffer-bytes", "1024"]).unwrap_err();
+        let err = parse(&["--stream-buffer-bytes", "1024"]).unwrap_err();
         assert!(err.contains("VX11_STREAM_BUFFER_BYTES"), "{err}");
     }
 

@@ -101,7 +101,7 @@ async fn a_client_that_reads_nothing_is_dropped_after_the_stall_timeout() {
     let g = gateway_on(
         small_send_buffer_listener(),
         &format!("http://{backend}"),
-        &["--stall-timeout", "1s"],
+        &["--stream-stall-timeout", "1s"],
     );
     // One over HTTP/1.1 to the backend, one over h2c.
     let mut h1 = stalled_client(g.addr, TOKEN, false).await;
@@ -136,7 +136,7 @@ async fn a_client_that_reads_slowly_but_steadily_is_not_dropped() {
     let g = gateway_on(
         small_send_buffer_listener(),
         &format!("http://{backend}"),
-        &["--stall-timeout", "1s"],
+        &["--stream-stall-timeout", "1s"],
     );
     // Slower than the backend sends (~500 KB/s), so the stream waits on it all along.
     let mut slow = stream_client(g.addr, TOKEN, true, None).await;
