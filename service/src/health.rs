@@ -104,7 +104,12 @@ mod tests {
         let (status, body) = ready_of(&store).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["reason"], "no_tokens");
-        assert!(body["detail"].as_str().unwrap().contains("/etc/vx11/tokens"));
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("/etc/vx11/tokens")
+        );
 
         store.install(one_token(), Some(3));
         let (status, body) = ready_of(&store).await;

@@ -197,6 +197,9 @@ mod tests {
     #[test]
     fn syntax_errors_keep_serdes_words() {
         assert_eq!(problem("{\"state\" 1}").detail, "expected `:`");
-        assert_eq!(problem("{\"state\": \"a").detail, "EOF while parsing a string");
+        assert_eq!(
+            problem("{\"state\": \"a").detail,
+            "EOF while parsing a string"
+        );
     }
 }

@@ -311,7 +311,10 @@ fn a_link_to_a_device_is_refused_without_reading_it() {
     assert!(eventually(PICKUP, || store.health().last_error.is_some()));
     let error = store.health().last_error.unwrap();
     assert!(error.contains("leads out of"), "{error}");
-    assert!(!error.contains("bytes, over the limit"), "it was read: {error}");
+    assert!(
+        !error.contains("bytes, over the limit"),
+        "it was read: {error}"
+    );
     assert_good_set_kept(&store, values[0].expose());
 }
 
@@ -349,6 +352,9 @@ fn links_out_of_the_directory_are_refused() {
 
 #[test]
 fn a_directory_in_place_of_a_file_is_refused() {
-    let (error, _dir) = refused(&[("tokens/x", b"vx11-operator-test-token\n")], "is a directory");
+    let (error, _dir) = refused(
+        &[("tokens/x", b"vx11-operator-test-token\n")],
+        "is a directory",
+    );
     assert!(error.contains("not a regular file"), "{error}");
 }
