@@ -105,9 +105,8 @@ proptest! {
     #[test]
     fn the_extraction_finds_nothing_but_redacted_in_a_redacted_query(query in "[ -~]{0,80}") {
         let redacted = redact_query(&query);
-        match presented_token(&HeaderMap::new(), Some(&redacted)) {
-            Ok(Some(token)) => prop_assert_eq!(token.expose(), REDACTED),
-            Ok(None) | Err(_) => {}
+        if let Ok(Some(token)) = presented_token(&HeaderMap::new(), Some(&redacted)) {
+            prop_assert_eq!(token.expose(), REDACTED);
         }
         if let Ok(Some(token)) = presented_token(&HeaderMap::new(), Some(&query)) {
             // The value may occur elsewhere in the query (then the client wrote it there
