@@ -51,3 +51,14 @@ bench:
 .PHONY: install
 install:
 	$(CARGO) install --locked --path controller --bin kubectl-vx11
+
+## fuzz: every fuzz target (fuzz/) for FUZZ_TIME seconds each (default 60); nightly, cargo-fuzz installed when missing
+.PHONY: fuzz fuzz-smoke
+FUZZ_TIME ?= 60
+fuzz:
+	FUZZ_TIME=$(FUZZ_TIME) bash fuzz/run.sh
+
+## fuzz-smoke: the CI run of every fuzz target, ~15 s each (FUZZ_SMOKE_TIME); fails on a crash
+FUZZ_SMOKE_TIME ?= 15
+fuzz-smoke:
+	FUZZ_SMOKE_TIME=$(FUZZ_SMOKE_TIME) bash fuzz/run.sh --smoke

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::TokenDigest;
+use crate::json_error::JsonProblem;
 
 /// The file name (and Secret key) of the token file.
 pub const TOKEN_FILE_NAME: &str = "tokens.json";
@@ -118,9 +119,12 @@ impl TokenFile {
     }
 }
 
+/// The version as an error may show it: a small number as itself (a long one could be a
+/// token pasted in the wrong place), anything else by its kind.
 fn version_label(value: &serde_json::Value) -> String {
     match value {
-        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::Number(n) if n.as_u64().is_some_and(|v| v < 1000) => n.to_string(),
+        serde_json::Value::Number(_) => "a large number".into(),
         serde_json::Value::String(_) => "a string".into(),
         _ => "a non-number".into(),
     }
@@ -134,7 +138,7 @@ pub enum FileError {
         kind: &'static str,
         line: usize,
         column: usize,
-        /// serde's own words, with any quoted input blanked.
+        /// What is wrong, in generic words: never a fragment of the file.
         detail: String,
     },
     #[error("has no `version` field; expected {{\"version\": {TOKEN_FILE_VERSION}, ...}}")]
@@ -149,42 +153,14 @@ pub enum FileError {
 
 impl FileError {
     fn json(error: serde_json::Error) -> Self {
-        use serde_json::error::Category;
-        let kind = match error.classify() {
-            Category::Io => "read error",
-            Category::Syntax => "syntax error",
-            Category::Data => "wrong field or value",
-            Category::Eof => "unexpected end, the file looks truncated",
-        };
+        let problem = JsonProblem::of(&error);
         Self::Json {
-            kind,
-            line: error.line(),
-            column: error.column(),
-            detail: redact_serde_detail(&error.to_string()),
+            kind: problem.kind,
+            line: problem.line,
+            column: problem.column,
+            detail: problem.detail,
         }
     }
-}
-
-/// serde quotes offending input ("invalid type: string \"…\""); a value pasted into the
-/// wrong field must not reach a log, so quoted literals are blanked.
-fn redact_serde_detail(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut in_quotes = false;
-    for c in message.chars() {
-        match (c, in_quotes) {
-            ('"', false) => {
-                in_quotes = true;
-                out.push_str("\"…");
-            }
-            ('"', true) => {
-                in_quotes = false;
-                out.push('"');
-            }
-            (_, true) => {}
-            (c, false) => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -260,6 +236,53 @@ mod tests {
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains("plaintext_pasted"), "{shown}");
         assert!(shown.contains("wrong field or value"), "{shown}");
+    }
+
+    #[test]
+    fn no_error_repeats_the_file() {
+        let pasted = "vx11_plaintext_pasted_here_by_mistake";
+        for json in [
+            // serde: "unknown variant `…`"
+            format!(
+                r#"{{"version":1,"generation":1,"tokens":[{{"name":"x","sha256":"{}","state":"{pasted}"}}]}}"#,
+                "ab".repeat(32)
+            ),
+            // serde: "unknown field `…`"
+            format!(r#"{{"version":1,"generation":1,"tokens":[],"{pasted}":1}}"#),
+            format!(r#"{{"version":1,"generation":1,"tokens":[{{"{pasted}":1}}]}}"#),
+            // serde: "invalid type: integer `…`"
+            r#"{"version":1,"generation":1,"tokens":[{"name":1234567890123456789}]}"#.into(),
+            format!(
+                r#"{{"version":1,"generation":1,"tokens":[{{"name":"x","sha256":"{}","state":"active","notBefore":"{pasted}"}}]}}"#,
+                "ab".repeat(32)
+            ),
+            format!(r#"{{"version":1,"generation":1,"tokens":[{pasted}]}}"#),
+        ] {
+            let err = TokenFile::parse(json.as_bytes()).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(
+                !shown.contains("plaintext_pasted") && !shown.contains("1234567890123456789"),
+                "{shown}"
+            );
+            assert!(shown.contains("line 1 column"), "{shown}");
+        }
+        let err =
+            TokenFile::parse(br#"{"version":1234567890123456789,"generation":1,"tokens":[]}"#)
+                .unwrap_err();
+        assert!(!err.to_string().contains("1234567890123456789"), "{err}");
+        let err = TokenFile::parse(
+            format!(
+                r#"{{"version":1,"generation":1,"tokens":[{{"name":"x","sha256":"{}","state":"{pasted}"}}]}}"#,
+                "ab".repeat(32)
+            )
+            .as_bytes(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected one of `active`, `retiring`, `staged`"),
+            "{err}"
+        );
     }
 
     #[test]

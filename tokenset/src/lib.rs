@@ -13,9 +13,11 @@
 mod digest;
 mod extract;
 mod file;
+mod json_error;
 #[cfg(any(test, feature = "kubelet-sim"))]
 pub mod kubelet_sim;
 mod legacy;
+mod open;
 mod plain;
 mod redact;
 mod set;

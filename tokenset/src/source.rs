@@ -1,14 +1,13 @@
 //! Reading the token directory: `tokens.json`, the plain `tokens` list, and the legacy
 //! environment variables, into one [`TokenSet`].
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::file::{FileError, TOKEN_FILE_NAME, TokenFile};
 use crate::legacy::LegacyTokens;
+use crate::open::read_in_dir;
 use crate::plain::{PLAIN_FILE_NAME, PlainError, parse_plain};
 use crate::set::TokenSet;
 
@@ -73,11 +72,12 @@ impl TokenSource {
     }
 
     /// Reads both files; a file that does not exist is `None`, anything else that stops a
-    /// read is an error.
+    /// read is an error: a link that leads out of the directory, something other than a
+    /// regular file (a FIFO, a device), a file over `max_file_bytes`.
     pub fn read(&self) -> Result<RawTokens, LoadError> {
         Ok(RawTokens {
-            token_file: read_limited(&self.dir.join(TOKEN_FILE_NAME), self.max_file_bytes)?,
-            plain_list: read_limited(&self.dir.join(PLAIN_FILE_NAME), self.max_file_bytes)?,
+            token_file: read_in_dir(&self.dir, TOKEN_FILE_NAME, self.max_file_bytes)?,
+            plain_list: read_in_dir(&self.dir, PLAIN_FILE_NAME, self.max_file_bytes)?,
         })
     }
 
@@ -104,50 +104,31 @@ impl TokenSource {
     }
 }
 
-fn read_limited(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, LoadError> {
-    let io_error = |error: io::Error| LoadError::Io {
-        path: path.to_owned(),
-        error: error.to_string(),
-    };
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error(e)),
-    };
-    let size = file.metadata().map_err(io_error)?.len();
-    if size > limit {
-        return Err(LoadError::TooLarge {
-            path: path.to_owned(),
-            size,
-            limit,
-        });
-    }
-    let mut bytes = Vec::with_capacity(size as usize);
-    // The file may grow between the size check and the read.
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_error)?;
-    if bytes.len() as u64 > limit {
-        return Err(LoadError::TooLarge {
-            path: path.to_owned(),
-            size: bytes.len() as u64,
-            limit,
-        });
-    }
-    Ok(Some(bytes))
-}
-
 /// Why a directory could not be loaded. The last good set stays in force.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {path}: {error}", path = path.display())]
     Io { path: PathBuf, error: String },
-    #[error("{path} is {size} bytes, over the limit of {limit}; it was not read", path = path.display())]
+    #[error(
+        "{path} is {size} bytes, over the limit of {limit}; it was not read (a Secret holds at most 1 MiB: is this the right file?)",
+        path = path.display()
+    )]
     TooLarge {
         path: PathBuf,
         size: u64,
         limit: u64,
     },
+    #[error(
+        "{path} is a link that leads out of {dir}; only links within the token directory are followed (kubelet's `..data` layout), so it was not read",
+        path = path.display(),
+        dir = dir.display()
+    )]
+    OutsideDir { path: PathBuf, dir: PathBuf },
+    #[error(
+        "{path} is {kind}, not a regular file; it was not read (write the tokens into a regular file)",
+        path = path.display()
+    )]
+    NotRegular { path: PathBuf, kind: &'static str },
     #[error("{path} {error}", path = path.display())]
     TokenFile { path: PathBuf, error: FileError },
     #[error("{path}: {error}", path = path.display())]

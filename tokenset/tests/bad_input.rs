@@ -248,3 +248,113 @@ fn debug_output_of_every_type_hides_values() {
     assert!(shown.contains("sha256:"));
     support::assert_no_value_in(&shown, &[value.expose()]);
 }
+
+/// A watcher whose thread may be stuck (old code blocked on a FIFO forever): on failure it
+/// is leaked rather than joined, so that the test fails instead of hanging.
+fn or_leak(
+    watcher: vx11_tokenset::TokenWatcher,
+    held: bool,
+    what: &str,
+) -> vx11_tokenset::TokenWatcher {
+    if !held {
+        std::mem::forget(watcher);
+        panic!("{what}");
+    }
+    watcher
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking_the_watcher() {
+    let dir = TokenDir::new();
+    let (good, values) = token_file(1, 1);
+    dir.project_file(&good);
+    let watcher = dir.watch_events_only();
+    let store = watcher.store().clone();
+    // Nobody ever writes to it: an open(2) without O_NONBLOCK waits forever.
+    mkfifo(&dir.path().join("fifo"));
+    std::os::unix::fs::symlink("fifo", dir.path().join("tokens")).unwrap();
+    let reported = eventually(PICKUP, || store.health().last_error.is_some());
+    let watcher = or_leak(
+        watcher,
+        reported,
+        "no error reported: the watcher is stuck on the FIFO",
+    );
+    let error = store.health().last_error.unwrap();
+    assert!(error.contains("is a FIFO, not a regular file"), "{error}");
+    assert_good_set_kept(&store, values[0].expose());
+
+    // The watcher is free: once the FIFO is gone, the next file is picked up.
+    fs::remove_file(dir.path().join("tokens")).unwrap();
+    let (next, next_values) = token_file(2, 1);
+    dir.project_file(&next);
+    let picked = eventually(PICKUP, || store.snapshot().generation == Some(2));
+    or_leak(watcher, picked, "the next token file was not picked up");
+    assert!(store.check(next_values[0].expose(), Utc::now(), |v| v.is_accepted()));
+}
+
+#[test]
+fn a_link_to_a_device_is_refused_without_reading_it() {
+    let dir = TokenDir::new();
+    let (good, values) = token_file(1, 1);
+    dir.project_file(&good);
+    let watcher = dir.watch_events_only();
+    let store = watcher.store().clone();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("tokens")).unwrap();
+    assert!(eventually(PICKUP, || store.health().last_error.is_some()));
+    let error = store.health().last_error.unwrap();
+    assert!(error.contains("leads out of"), "{error}");
+    assert!(
+        !error.contains("bytes, over the limit"),
+        "it was read: {error}"
+    );
+    assert_good_set_kept(&store, values[0].expose());
+}
+
+#[test]
+fn links_out_of_the_directory_are_refused() {
+    for target in ["../outside-list", "..data/../../outside-list", "ABSOLUTE"] {
+        let dir = TokenDir::new();
+        let (good, values) = token_file(1, 1);
+        dir.project_file(&good);
+        let watcher = dir.watch_events_only();
+        let store = watcher.store().clone();
+        // A valid plain list outside the mount: followed, it would add its token.
+        let outside = dir.path().parent().unwrap().join("outside-list");
+        fs::write(&outside, "vx11-a-token-from-outside-the-mount\n").unwrap();
+        let target = if target == "ABSOLUTE" {
+            outside.to_string_lossy().into_owned()
+        } else {
+            target.to_owned()
+        };
+        std::os::unix::fs::symlink(&target, dir.path().join("tokens")).unwrap();
+        assert!(
+            eventually(PICKUP, || store.health().last_error.is_some()),
+            "{target}: no error"
+        );
+        let error = store.health().last_error.unwrap();
+        assert!(error.contains("leads out of"), "{target}: {error}");
+        assert!(
+            !store.check("vx11-a-token-from-outside-the-mount", Utc::now(), |v| v
+                .is_accepted()),
+            "{target}: the outside token was loaded"
+        );
+        assert_good_set_kept(&store, values[0].expose());
+    }
+}
+
+#[test]
+fn a_directory_in_place_of_a_file_is_refused() {
+    let (error, _dir) = refused(
+        &[("tokens/x", b"vx11-operator-test-token\n")],
+        "is a directory",
+    );
+    assert!(error.contains("not a regular file"), "{error}");
+}
