@@ -76,7 +76,10 @@ fuzz_target!(|data: &[u8]| {
         && !record_text.is_some_and(|r| r.contains(&value))
     {
         for problem in &planned.problems {
-            assert!(!problem.detail.contains(&value), "a problem shows the value");
+            assert!(
+                !problem.detail.contains(&value),
+                "a problem shows the value"
+            );
         }
     }
 });

@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
     // At most 999999 of each unit.
     assert!(duration <= Duration::from_millis(999_999 * (3_600_000 + 60_000 + 1_000 + 1)));
     if let Some(canonical) = canonical(duration) {
-        assert_eq!(parse_duration(&canonical), Ok(duration), "{text} -> {canonical}");
+        assert_eq!(
+            parse_duration(&canonical),
+            Ok(duration),
+            "{text} -> {canonical}"
+        );
     }
 });
 

@@ -15,34 +15,42 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some(token)) = presented_token(&headers, Some(&redacted)) {
         assert_eq!(token.expose(), REDACTED, "a token survived: {redacted}");
     }
-    // The pair the token was read from keeps nothing of it. Each `&`-piece of the
-    // redacted query (the extraction splits on `&` only) holding a part of the raw value
-    // holds it only in its redacted parts, or is a pair of the original query whose key
-    // names no token (the client wrote the value there as well).
-    let Some(raw) = query_param_token(query).filter(|raw| !raw.is_empty()) else {
-        return;
+    // Redaction only replaces values: pair for pair (split on `&`, as the extraction
+    // does) the redacted query is the original, or the pair's key with `=REDACTED`, or its
+    // `;`-parts each kept or so replaced. And the pair the extraction reads the token from
+    // is `token=REDACTED`, nothing of the value left.
+    let originals: Vec<&str> = query.split('&').collect();
+    let pieces: Vec<&str> = redacted.split('&').collect();
+    assert_eq!(
+        pieces.len(),
+        originals.len(),
+        "pairs added or lost: {redacted}"
+    );
+    let replaced = |original: &str, piece: &str| {
+        original
+            .split_once('=')
+            .is_some_and(|(key, _)| piece == format!("{key}={REDACTED}"))
     };
-    let harmless: Vec<&str> = query
-        .split('&')
-        .filter(|pair| {
-            pair.split_once('=')
-                .is_none_or(|(key, _)| !key.to_ascii_lowercase().contains("token"))
-        })
-        .collect();
-    let redacted_suffix = format!("={REDACTED}");
-    for part in raw.split(';').filter(|part| part.len() >= 8 || *part == raw) {
-        for piece in redacted.split('&') {
-            if harmless.contains(&piece) {
-                continue;
-            }
-            let unredacted: Vec<&str> = piece
-                .split(';')
-                .filter(|p| !p.ends_with(&redacted_suffix))
-                .collect();
+    for (original, piece) in originals.iter().zip(&pieces) {
+        if original == piece || replaced(original, piece) {
+            continue;
+        }
+        let (subs, redacted_subs): (Vec<&str>, Vec<&str>) =
+            (original.split(';').collect(), piece.split(';').collect());
+        assert_eq!(subs.len(), redacted_subs.len(), "{original:?} -> {piece:?}");
+        for (sub, redacted_sub) in subs.iter().zip(&redacted_subs) {
             assert!(
-                !unredacted.join(";").contains(part),
-                "{part:?} of the token survived in {piece:?}: {redacted}"
+                sub == redacted_sub || replaced(sub, redacted_sub),
+                "{original:?} -> {piece:?}"
             );
         }
+    }
+    let extracted = originals
+        .iter()
+        .position(|pair| pair.split_once('=').unwrap_or((pair, "")).0 == "token");
+    if let Some(at) = extracted
+        && query_param_token(query).is_some_and(|raw| !raw.is_empty())
+    {
+        assert_eq!(pieces[at], format!("token={REDACTED}"), "{redacted}");
     }
 });
