@@ -9,8 +9,8 @@ run: controlplane
 	$(CARGO) build --bins
 	$(CARGO) run -q -p vx11-tests --bin vx11-local -- $(ARGS)
 
-## test: every check and test CI runs (formatting, lints, unit, service and cluster tests)
-test: lint controlplane unit
+## test: every check and test CI runs (formatting, lints, unit, service and cluster tests, a fuzz smoke)
+test: lint controlplane unit fuzz-smoke
 
 lint: controlplane
 	$(CARGO) fmt --all -- --check
