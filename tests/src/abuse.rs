@@ -147,3 +147,27 @@ pub async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
     };
     tokio::time::timeout(limit, closing).await.is_ok()
 }
+
+/// Writes `tokens.json` with `tokens` (each active) into `dir` the way kubelet projects a
+/// Secret (a timestamped directory behind `..data`).
+pub fn project_active_tokens(
+    dir: &std::path::Path,
+    generation: u64,
+    tokens: &[(&str, &vx11_tokenset::TokenValue)],
+) -> std::io::Result<()> {
+    use vx11_tokenset::{TokenEntry, TokenFile, TokenState};
+    let entries = tokens
+        .iter()
+        .map(|(name, value)| TokenEntry {
+            name: (*name).to_string(),
+            sha256: value.digest(),
+            state: TokenState::Active,
+            not_before: None,
+            expires_at: None,
+        })
+        .collect();
+    let json = TokenFile::new(generation, entries).to_json();
+    let payload =
+        std::collections::BTreeMap::from([("tokens.json".to_string(), json.into_bytes())]);
+    vx11_tokenset::kubelet_sim::project(dir, &payload).map(|_| ())
+}

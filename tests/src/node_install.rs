@@ -77,6 +77,14 @@ impl NodeInstall {
                 "--set",
                 &format!("gateway.service.nodePort={}", options.node_port),
             ]);
+        // The controller's egress policy sees the API server's own port (after kube-proxy's
+        // translation of the `kubernetes` Service): the dev cluster's is not 6443.
+        if let Some(port) = api_server_port(cp.server_url()) {
+            helm.args([
+                "--set",
+                &format!("networkPolicy.controller.apiServer.ports={{443,{port}}}"),
+            ]);
+        }
         for set in &options.helm_set {
             helm.args(["--set", set]);
         }
@@ -294,4 +302,25 @@ pub fn not_ready_reason(pod: &Pod) -> Option<String> {
         why.join(", "),
         conditions.join(", ")
     ))
+}
+
+/// The port of an `https://host:port` URL.
+fn api_server_port(url: &str) -> Option<u16> {
+    url.rsplit_once(':')?.1.trim_end_matches('/').parse().ok()
+}
+
+#[cfg(test)]
+mod api_server_port_tests {
+    #[test]
+    fn the_port_is_read_from_the_server_url() {
+        assert_eq!(
+            super::api_server_port("https://10.89.0.2:16443"),
+            Some(16443)
+        );
+        assert_eq!(
+            super::api_server_port("https://10.89.0.2:6443/"),
+            Some(6443)
+        );
+        assert_eq!(super::api_server_port("https://kubernetes"), None);
+    }
 }

@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
-use vx11_tests::abuse::{ValidClient, closed_within, parse_status, rss_bytes};
+use vx11_tests::abuse::{
+    ValidClient, closed_within, parse_status, project_active_tokens, rss_bytes,
+};
 use vx11_tests::eventually;
 use vx11_tests::services::{ServiceKind, ServiceProcess, assert_no_value_in};
-use vx11_tokenset::{TokenEntry, TokenFile, TokenState, TokenValue, kubelet_sim};
+use vx11_tokenset::TokenValue;
 
 const MIB: u64 = 1024 * 1024;
 /// `VX11_STREAM_STALL_TIMEOUT` in these tests.
@@ -32,22 +34,7 @@ const STALL_MARGIN: Duration = Duration::from_secs(6);
 /// `env` on top of a short stall timeout.
 fn backend(logs: &Path, tokens: &[(&str, &TokenValue)], env: &[(&str, &str)]) -> ServiceProcess {
     let dir = logs.join("tokens");
-    let entries = tokens
-        .iter()
-        .map(|(name, value)| TokenEntry {
-            name: (*name).to_string(),
-            sha256: value.digest(),
-            state: TokenState::Active,
-            not_before: None,
-            expires_at: None,
-        })
-        .collect();
-    let json = TokenFile::new(1, entries).to_json();
-    kubelet_sim::project(
-        &dir,
-        &BTreeMap::from([("tokens.json".to_string(), json.into_bytes())]),
-    )
-    .unwrap();
+    project_active_tokens(&dir, 1, tokens).unwrap();
     start(logs, &dir, env)
 }
 

@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
-use vx11_tests::abuse::{ValidClient, closed_within, open_sockets, rss_bytes, status_of};
+use vx11_tests::abuse::{
+    ValidClient, closed_within, open_sockets, project_active_tokens, rss_bytes, status_of,
+};
 use vx11_tests::services::{
     ServiceKind, ServiceProcess, assert_no_value_in, binary_path, free_loopback_addr,
 };
-use vx11_tokenset::{TokenEntry, TokenFile, TokenState, TokenValue, kubelet_sim};
+use vx11_tokenset::TokenValue;
 
 /// The header timeout the attacked processes run with (short, so the tests are).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,22 +37,7 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let token = TokenValue::generate(32).unwrap();
         let tokens_dir = dir.path().join("tokens");
-        let json = TokenFile::new(
-            1,
-            vec![TokenEntry {
-                name: "operator".into(),
-                sha256: token.digest(),
-                state: TokenState::Active,
-                not_before: None,
-                expires_at: None,
-            }],
-        )
-        .to_json();
-        kubelet_sim::project(
-            &tokens_dir,
-            &BTreeMap::from([("tokens.json".to_string(), json.into_bytes())]),
-        )
-        .unwrap();
+        project_active_tokens(&tokens_dir, 1, &[("operator", &token)]).unwrap();
         let mut env = BTreeMap::from([
             ("VX11_TOKENS_DIR".into(), tokens_dir.display().to_string()),
             (

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use vx11_tests::abuse::{ValidClient, open_sockets, parse_status, rss_bytes};
+use vx11_tests::abuse::{
+    ValidClient, open_sockets, parse_status, project_active_tokens, rss_bytes,
+};
 use vx11_tests::services::{ServiceKind, ServiceProcess, assert_no_value_in};
-use vx11_tokenset::{TokenEntry, TokenFile, TokenState, TokenValue, kubelet_sim};
+use vx11_tokenset::TokenValue;
 
 /// A token directory with two tokens (names `operator` and `console`), the backend and the
 /// gateway in front of it.
@@ -33,20 +35,10 @@ impl Stack {
         let tokens_dir = logs.path().join("tokens");
         let operator = TokenValue::generate(32).unwrap();
         let console = TokenValue::generate(32).unwrap();
-        let entries = [("operator", &operator), ("console", &console)]
-            .into_iter()
-            .map(|(name, value)| TokenEntry {
-                name: name.into(),
-                sha256: value.digest(),
-                state: TokenState::Active,
-                not_before: None,
-                expires_at: None,
-            })
-            .collect();
-        let json = TokenFile::new(1, entries).to_json();
-        kubelet_sim::project(
+        project_active_tokens(
             &tokens_dir,
-            &BTreeMap::from([("tokens.json".to_string(), json.into_bytes())]),
+            1,
+            &[("operator", &operator), ("console", &console)],
         )
         .unwrap();
         let mut env = BTreeMap::from([(
