@@ -299,19 +299,9 @@ where
     drop(listener);
     draining.store(true, Ordering::Relaxed);
     let drain = DRAIN.min(serving.grace);
-    let drained = async {
-        while open.load(Ordering::Relaxed) > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let _ = tokio::time::timeout(drain, drained).await;
+    let _ = tokio::time::timeout(drain, all_closed(&open)).await;
     close_all.cancel();
-    let closed = async {
-        while open.load(Ordering::Relaxed) > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    if tokio::time::timeout(serving.grace.saturating_sub(drain), closed)
+    if tokio::time::timeout(serving.grace.saturating_sub(drain), all_closed(&open))
         .await
         .is_err()
     {
@@ -399,6 +389,13 @@ fn close_if_draining(
         );
     }
     response
+}
+
+/// Resolves once no connection is left in `open`.
+async fn all_closed(open: &AtomicUsize) {
+    while open.load(Ordering::Relaxed) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// One open connection in a count, for as long as it lives.

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use vx11_tests::abuse::project_active_tokens;
 use vx11_tests::eventually;
 use vx11_tests::services::{
     ServiceKind, ServiceProcess, assert_no_value_in, assert_query_tokens_redacted,
 };
-use vx11_tokenset::{TokenEntry, TokenFile, TokenState, TokenValue, kubelet_sim};
+use vx11_tokenset::TokenValue;
 
 /// A token directory, a backend and a gateway in front of it.
 struct Stack {
@@ -132,19 +133,7 @@ fn client() -> reqwest::Client {
 }
 
 fn project(dir: &std::path::Path, generation: u64, tokens: &[(&str, &TokenValue)]) {
-    let entries = tokens
-        .iter()
-        .map(|(name, value)| TokenEntry {
-            name: (*name).to_string(),
-            sha256: value.digest(),
-            state: TokenState::Active,
-            not_before: None,
-            expires_at: None,
-        })
-        .collect();
-    let json = TokenFile::new(generation, entries).to_json();
-    let payload = BTreeMap::from([("tokens.json".to_string(), json.into_bytes())]);
-    kubelet_sim::project(dir, &payload).unwrap();
+    project_active_tokens(dir, generation, tokens).unwrap();
 }
 
 fn token() -> TokenValue {
