@@ -4,8 +4,10 @@
 // Test code: a failed step fails the test (the workspace denies these outside tests).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{TOKEN, serve};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,10 +24,8 @@ use tokio::net::TcpListener;
 use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::{Gateway, app};
-use vx11_service::{Protocols, Serving, Shutdown, StreamSlots, serve_until_shutdown};
+use vx11_service::{Protocols, Shutdown, StreamSlots};
 use vx11_tokenset::{Origin, SetEntry, TokenDigest, TokenSet, TokenStore};
-
-const TOKEN: &str = "vx11-operator-test-token";
 
 /// Speaks HTTP/1.1 and h2c, like vx11-operator-backend. Answers with what it received, as
 /// JSON (the HTTP version too); `/operator/api/slow` never answers;
@@ -70,27 +70,6 @@ fn echo_backend() -> Router {
         .route("/operator/api/slow", get(std::future::pending::<String>))
         .route("/operator/api/events/stream", get(events))
         .fallback(any(echo))
-}
-
-async fn serve<S>(service: S, protocols: Protocols) -> SocketAddr
-where
-    S: tower::Service<Request, Response = axum::response::Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut serving = Serving::with_defaults("api", protocols);
-    serving.grace = Duration::from_secs(1);
-    tokio::spawn(serve_until_shutdown(
-        listener,
-        service,
-        Shutdown::new(),
-        serving,
-    ));
-    addr
 }
 
 struct Harness {
