@@ -17,6 +17,7 @@ mod duration;
 mod health;
 mod metrics;
 mod policy;
+mod scheme;
 mod serve;
 pub mod settings;
 mod stream_slots;
@@ -36,6 +37,7 @@ pub use duration::parse_duration;
 pub use health::health_routes;
 pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
 pub use policy::{OPERATOR_MODULE, PolicyMode, off_by_policy};
+pub use scheme::ClientScheme;
 pub use serve::{
     H2C_MAX_CONCURRENT_STREAMS, LISTEN_BACKLOG, Protocols, Serving, Shutdown, bind_listener,
     bind_reuseport_listeners, serve_until_shutdown,
