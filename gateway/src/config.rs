@@ -68,6 +68,9 @@ pub struct Args {
     /// peer the header is replaced by the peer's address. Empty: no peer is trusted.
     #[arg(long, env = "VX11_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+
+    #[command(flatten)]
+    pub websocket: crate::websocket::WebSocketArgs,
 }
 
 /// Checked settings.
@@ -83,6 +86,7 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub workers: usize,
     pub trusted_proxies: TrustedProxies,
+    pub websocket: crate::tunnel::TunnelLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +147,12 @@ impl Config {
                 name: "VX11_WORKERS",
             });
         }
+        let websocket = args
+            .websocket
+            .limits()
+            .map_err(|name| ConfigError::Zero { name })?;
         Ok(Self {
+            websocket,
             workers: args.workers.unwrap_or_else(default_workers),
             addr: args.addr,
             service: args.service,
@@ -240,6 +249,8 @@ mod tests {
             "VX11_STREAM_BUFFER_BYTES",
             "VX11_MAX_STREAMS",
             "VX11_MAX_STREAMS_PER_TOKEN",
+            "VX11_WEBSOCKET_IDLE_TIMEOUT",
+            "VX11_WEBSOCKET_MAX_FRAME_BYTES",
         ] {
             assert!(help.contains(var), "{var} missing from --help");
         }

@@ -30,6 +30,8 @@ pub struct Gateway {
     /// Peers whose `X-Forwarded-For` is kept (`VX11_TRUSTED_PROXIES`).
     pub trusted_proxies: TrustedProxies,
     pub metrics: Arc<GatewayMetrics>,
+    /// `VX11_WEBSOCKET_*`: a WebSocket tunnel's limits.
+    pub websocket: crate::tunnel::TunnelLimits,
     pub shutdown: Shutdown,
     pub tokens_dir: String,
 }
@@ -59,6 +61,7 @@ impl Gateway {
             stream_slots,
             trusted_proxies: config.trusted_proxies.clone(),
             metrics,
+            websocket: config.websocket,
             shutdown,
             tokens_dir: config.service.tokens_dir.display().to_string(),
         }

@@ -9,7 +9,9 @@
 //! share), [`modules`] (the routing table), [`config`], [`metrics`], [`workers`]. What
 //! the proxy refuses or rewrites: [`safe_path`], [`head`] (`Host`, HTTP/2 header list
 //! size), [`forwarded`] (`X-Forwarded-For`); what it bounds: [`client_body`] (the request
-//! body), [`pacing`] (an event stream's bytes in flight to its client).
+//! body), [`pacing`] (an event stream's bytes in flight to its client). WebSocket upgrades:
+//! [`websocket`] (the upgrade and the tunnel's life), [`tunnel`] (its bytes),
+//! [`frame_guard`] (its frame sizes).
 
 pub mod body;
 pub mod check;
@@ -18,6 +20,7 @@ pub mod config;
 pub mod connect;
 pub mod dispatch;
 pub mod forwarded;
+pub mod frame_guard;
 pub mod gateway;
 pub mod head;
 pub mod metrics;
@@ -25,7 +28,9 @@ pub mod modules;
 pub mod pacing;
 pub mod proxy;
 pub mod safe_path;
+pub mod tunnel;
 pub mod upstream;
+pub mod websocket;
 pub mod workers;
 
 pub use dispatch::app;

@@ -28,6 +28,13 @@ pub struct RefusalLabel {
     pub reason: &'static str,
 }
 
+/// Why a WebSocket tunnel ended: `closed`, `idle`, `too_large`, `shutdown`,
+/// `token_revoked` or `error`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TunnelEndLabel {
+    pub reason: &'static str,
+}
+
 type HistogramFamily = Family<ModuleLabel, Histogram, fn() -> Histogram>;
 
 #[derive(Debug)]
@@ -41,6 +48,9 @@ pub struct GatewayMetrics {
     pub stalled_streams: Counter,
     /// Event streams refused by the stream caps, by reason.
     pub refused_streams: Family<RefusalLabel, Counter>,
+    pub open_tunnels: Gauge,
+    /// WebSocket tunnels ended, by reason.
+    pub ended_tunnels: Family<TunnelEndLabel, Counter>,
 }
 
 impl GatewayMetrics {
@@ -54,6 +64,8 @@ impl GatewayMetrics {
             open_streams: Gauge::default(),
             stalled_streams: Counter::default(),
             refused_streams: Family::default(),
+            open_tunnels: Gauge::default(),
+            ended_tunnels: Family::default(),
         };
         registry.register(
             "vx11_gateway_upstream_duration_seconds",
@@ -79,6 +91,16 @@ impl GatewayMetrics {
             "vx11_gateway_refused_streams",
             "Event streams refused by VX11_MAX_STREAMS (too_many_streams) or VX11_MAX_STREAMS_PER_TOKEN (too_many_streams_for_token)",
             metrics.refused_streams.clone(),
+        );
+        registry.register(
+            "vx11_gateway_websocket_tunnels_open",
+            "WebSocket tunnels open through the gateway",
+            metrics.open_tunnels.clone(),
+        );
+        registry.register(
+            "vx11_gateway_websocket_tunnels_ended",
+            "WebSocket tunnels ended, by reason (closed, idle, too_large, shutdown, token_revoked, error)",
+            metrics.ended_tunnels.clone(),
         );
         registry.register_collector(Box::new(TokenMetrics(store)));
         Arc::new(metrics)

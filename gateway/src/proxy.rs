@@ -28,6 +28,7 @@ use crate::metrics::RefusalLabel;
 use crate::modules::Module;
 use crate::safe_path;
 use crate::upstream::NotSent;
+use crate::websocket;
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -85,7 +86,11 @@ pub async fn forward(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    let upgrade = websocket::take_upgrade(&mut parts);
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(upgrade) = &upgrade {
+        upgrade.restore_headers(&mut parts.headers);
+    }
     if let Some(host) = parts.headers.remove(header::HOST) {
         parts
             .headers
@@ -96,7 +101,7 @@ pub async fn forward(
     parts.version = Version::HTTP_11;
     parts.extensions.clear();
 
-    let asks_for_stream = accepts_event_stream(&parts.headers);
+    let asks_for_stream = accepts_event_stream(&parts.headers) && upgrade.is_none();
     let over_h2c = module.streams_over_h2c && asks_for_stream;
     if over_h2c && over_backend_h2_limit(&parts.method, &parts.uri, &parts.headers) {
         return refuse(
@@ -108,7 +113,8 @@ pub async fn forward(
         );
     }
     let mut slot = None;
-    if asks_for_stream {
+    // A WebSocket tunnel counts as a stream.
+    if asks_for_stream || upgrade.is_some() {
         match open_slot(gateway, who) {
             Ok(taken) => slot = Some(taken),
             Err(refused) => return refused.into_response(),
@@ -147,6 +153,12 @@ pub async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     // The client is spoken to in HTTP/1.1, whatever the backend connection was.
     parts.version = Version::HTTP_11;
+    if let Some(upgrade) = upgrade
+        && parts.status == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let response = hyper::Response::from_parts(parts, incoming);
+        return websocket::switch(gateway, module, who, upgrade, slot, response);
+    }
     let stream = if is_event_stream(&parts.headers) {
         // A stream the client did not announce takes its place now.
         let slot = match slot {

@@ -39,8 +39,8 @@ pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
 pub use policy::{OPERATOR_MODULE, PolicyMode, off_by_policy};
 pub use scheme::ClientScheme;
 pub use serve::{
-    H2C_MAX_CONCURRENT_STREAMS, LISTEN_BACKLOG, Protocols, Serving, Shutdown, bind_listener,
-    bind_reuseport_listeners, serve_until_shutdown,
+    ConnectionPlace, H2C_MAX_CONCURRENT_STREAMS, LISTEN_BACKLOG, Protocols, Serving, Shutdown,
+    bind_listener, bind_reuseport_listeners, serve_until_shutdown,
 };
 pub use settings::{
     ListenerLimits, MIN_HEADER_BYTES, ServiceSettings, SettingError, Started, StreamLimits,

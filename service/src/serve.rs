@@ -251,20 +251,26 @@ where
         };
         // Small responses and SSE events go out at once rather than waiting on Nagle.
         let _ = tcp.set_nodelay(true);
+        let place = ConnectionPlace {
+            _place: Arc::new(Place {
+                _open: OpenConnection::count(&open),
+                _admitted: admitted,
+            }),
+        };
         let clock = ConnectionClock::new();
         let service = ConnectionService {
             app: app.clone(),
             peer,
             clock: clock.clone(),
             draining: draining.clone(),
+            place: place.clone(),
         };
         let builder = builder.clone();
         let close_all = close_all.clone();
         let connections = serving.connections.clone();
-        let open = OpenConnection::count(&open);
         tokio::spawn(async move {
             let io = TokioIo::new(Watched::new(tcp, clock.clone()));
-            let connection = builder.serve_connection(io, service);
+            let connection = builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(connection);
             let mut closing = false;
             let ended = loop {
@@ -292,8 +298,7 @@ where
             if let Err(error) = ended {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
-            drop(open);
-            drop(admitted);
+            drop(place);
         });
     }
     drop(listener);
@@ -321,6 +326,27 @@ struct ConnectionService<S> {
     peer: std::net::SocketAddr,
     clock: Arc<ConnectionClock>,
     draining: Arc<AtomicBool>,
+    place: ConnectionPlace,
+}
+
+/// A connection's place under `VX11_MAX_CONNECTIONS` and in the count the shutdown waits
+/// for, in every request's extensions. Given back when the connection ends and no clone is
+/// left: a connection upgraded out of HTTP (a WebSocket tunnel), which hyper's connection
+/// task no longer sees, keeps its place while the tunnel holds a clone.
+#[derive(Clone)]
+pub struct ConnectionPlace {
+    _place: Arc<Place>,
+}
+
+struct Place {
+    _open: OpenConnection,
+    _admitted: crate::connection_cap::Admitted,
+}
+
+impl std::fmt::Debug for ConnectionPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionPlace")
+    }
 }
 
 impl<S> hyper::service::Service<hyper::Request<Incoming>> for ConnectionService<S>
@@ -339,9 +365,8 @@ where
         let in_flight = self.clock.request_started();
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        request
-            .extensions_mut()
-            .insert(crate::ClientScheme::Http);
+        request.extensions_mut().insert(crate::ClientScheme::Http);
+        request.extensions_mut().insert(self.place.clone());
         Answer {
             inner: self.app.clone().oneshot(request),
             in_flight: Some(in_flight),
