@@ -142,7 +142,7 @@ pub fn switch(
         limits: gateway.websocket,
         shutdown: gateway.shutdown.token().child_token(),
         store: gateway.store.clone(),
-        digest: who.digest.clone(),
+        digest: who.digest,
         module: module.name.clone(),
         token_name: who.name.clone(),
         fingerprint: who.fingerprint.to_string(),
@@ -258,7 +258,7 @@ mod tests {
         let (mut parts, ()) = request.body(()).unwrap().into_parts();
         parts
             .extensions
-            .insert(hyper::upgrade::on(&mut hyper::Request::new(
+            .insert(hyper::upgrade::on(hyper::Request::new(
                 http_body_util::Empty::<bytes::Bytes>::new(),
             )));
         parts
