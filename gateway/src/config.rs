@@ -68,6 +68,9 @@ pub struct Args {
     /// peer the header is replaced by the peer's address. Empty: no peer is trusted.
     #[arg(long, env = "VX11_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// Checked settings.
@@ -83,6 +86,8 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub workers: usize,
     pub trusted_proxies: TrustedProxies,
+    /// `VX11_TLS_DIR`; `None`: no TLS.
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +158,7 @@ impl Config {
             upstream_idle_timeout: args.upstream_idle_timeout,
             max_body_bytes: args.max_body_bytes,
             trusted_proxies,
+            tls_dir: args.tls.dir().map(std::path::Path::to_path_buf),
         })
     }
 }
@@ -192,6 +198,8 @@ mod tests {
         assert!(!config.modules.get("madre").unwrap().streams_over_h2c);
         assert!(config.trusted_proxies.is_empty());
         assert_eq!(config.service.streams.buffer_bytes, 64 * 1024);
+        assert_eq!(config.tls_dir, None);
+        assert_eq!(config.service.listener.max_headers, 256);
     }
 
     #[test]
@@ -240,6 +248,8 @@ mod tests {
             "VX11_STREAM_BUFFER_BYTES",
             "VX11_MAX_STREAMS",
             "VX11_MAX_STREAMS_PER_TOKEN",
+            "VX11_TLS_DIR",
+            "VX11_MAX_HEADERS",
         ] {
             assert!(help.contains(var), "{var} missing from --help");
         }

@@ -25,6 +25,7 @@ pub mod modules;
 pub mod pacing;
 pub mod proxy;
 pub mod safe_path;
+pub mod tls;
 pub mod upstream;
 pub mod workers;
 
