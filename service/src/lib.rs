@@ -41,14 +41,14 @@ pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
 pub use policy::{OPERATOR_MODULE, PolicyMode, off_by_policy};
 pub use scheme::ClientScheme;
 pub use serve::{
-    H2C_MAX_CONCURRENT_STREAMS, LISTEN_BACKLOG, PUBLIC_MAX_CONCURRENT_STREAMS, Protocols, Serving, Shutdown, bind_listener,
-    bind_reuseport_listeners, serve_until_shutdown,
+    H2C_MAX_CONCURRENT_STREAMS, LISTEN_BACKLOG, PUBLIC_MAX_CONCURRENT_STREAMS, Protocols, Serving,
+    Shutdown, bind_listener, bind_reuseport_listeners, serve_until_shutdown,
 };
 pub use settings::{
     ListenerLimits, MIN_HEADER_BYTES, ServiceSettings, SettingError, Started, StreamLimits,
     args_from_lookup, clap_message, start,
 };
 pub use stream_slots::{StreamRefusal, StreamSlot, StreamSlots};
+pub use telemetry::{LogFilterError, init_json_logs, init_json_logs_with_filter};
 pub use tls::{ALPN, Tls, TlsError, TlsMetrics};
 pub use tls_pair::{CERT_FILE, KEY_FILE, LeafInfo, PairError};
-pub use telemetry::{LogFilterError, init_json_logs, init_json_logs_with_filter};

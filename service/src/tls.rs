@@ -55,7 +55,9 @@ impl TlsMetrics {
     }
 
     fn loaded(&self, pair: &TlsPair) {
-        self.reloads.get_or_create(&ResultLabel { result: "ok" }).inc();
+        self.reloads
+            .get_or_create(&ResultLabel { result: "ok" })
+            .inc();
         self.not_after.set(pair.leaf.not_after);
     }
 
@@ -96,7 +98,11 @@ pub enum TlsError {
 impl Tls {
     /// Loads the pair in `dir` (an error if there is none that can be served), then keeps
     /// it in step with the directory, re-read at least every `poll_interval`.
-    pub fn start(dir: &Path, poll_interval: Duration, metrics: TlsMetrics) -> Result<Self, TlsError> {
+    pub fn start(
+        dir: &Path,
+        poll_interval: Duration,
+        metrics: TlsMetrics,
+    ) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let first = read_pair(dir, &provider).map_err(|error| TlsError::NoPair {
             dir: dir.to_path_buf(),

@@ -184,7 +184,11 @@ mod tests {
         let (cert, key) = pair("gateway.example");
         write(dir.path(), &cert, &key);
         let read = read_pair(dir.path(), &provider()).unwrap();
-        assert!(read.leaf.subject.contains("gateway.example"), "{:?}", read.leaf);
+        assert!(
+            read.leaf.subject.contains("gateway.example"),
+            "{:?}",
+            read.leaf
+        );
         assert!(read.leaf.not_after > 0);
         assert!(!read.leaf.serial.is_empty());
     }
@@ -212,7 +216,11 @@ mod tests {
         let error = read_pair(dir.path(), &provider()).unwrap_err();
         assert!(matches!(error, PairError::NoCertificate { .. }), "{error}");
 
-        write(dir.path(), &cert, "-----BEGIN PRIVATE KEY-----\nsecretsecret\n");
+        write(
+            dir.path(),
+            &cert,
+            "-----BEGIN PRIVATE KEY-----\nsecretsecret\n",
+        );
         let error = read_pair(dir.path(), &provider()).unwrap_err();
         assert!(matches!(error, PairError::NoKey { .. }), "{error}");
         assert!(!error.to_string().contains("secretsecret"), "{error}");

@@ -28,8 +28,8 @@ mod store;
 mod value;
 mod watch;
 
-pub use dir_watch::{DirWatchConfig, DirWatcher};
 pub use digest::{Fingerprint, InvalidDigest, TokenDigest};
+pub use dir_watch::{DirWatchConfig, DirWatcher};
 pub use extract::{
     Carrier, MalformedToken, PresentedToken, TOKEN_HEADER, TOKEN_QUERY_PARAM, presented_token,
     query_param_token,
