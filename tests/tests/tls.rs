@@ -385,3 +385,45 @@ fn a_start_without_a_valid_pair_fails_naming_vx11_tls_dir() {
         "{stderr}"
     );
 }
+
+/// `helm template` of the chart in this repository with `sets`.
+fn render_chart(sets: &[&str]) -> std::process::Output {
+    let helm = vx11_tests::Binaries::locate().unwrap().helm();
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/vx11");
+    let mut command = Command::new(helm);
+    command.args(["template", "vx11"]).arg(chart);
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn the_chart_with_gateway_tls_mounts_the_secret_and_probes_over_https() {
+    let plain = render_chart(&[]);
+    let plain = String::from_utf8_lossy(&plain.stdout);
+    assert!(!plain.contains("VX11_TLS_DIR") && !plain.contains("scheme: HTTPS"));
+
+    let output = render_chart(&["gateway.tls.enabled=true", "gateway.tls.secretName=gw-tls"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "{name: VX11_TLS_DIR, value: /var/run/vx11/tls}",
+        "{name: tls, mountPath: /var/run/vx11/tls, readOnly: true}",
+        "secretName: gw-tls",
+        "httpGet: {path: /ready, port: https, scheme: HTTPS}",
+        "httpGet: {path: /health, port: https, scheme: HTTPS}",
+        "appProtocol: https",
+        "targetPort: https",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?}");
+    }
+
+    let missing = render_chart(&["gateway.tls.enabled=true"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("gateway.tls.secretName"));
+}
