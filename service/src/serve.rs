@@ -359,9 +359,8 @@ where
 }
 
 /// `app` as one connection serves it: each request carries the peer's address and the
-/// connection's scheme, and keeps
-/// the connection's clock stopped until its response body is dropped; while draining, an
-/// answer says `Connection: close`.
+/// connection's scheme, and keeps the connection's clock stopped until its response body is
+/// dropped; while draining, an answer says `Connection: close`.
 struct ConnectionService<S> {
     app: S,
     peer: std::net::SocketAddr,

@@ -36,6 +36,7 @@ impl Stack {
                 dir.path().join("tokens").display().to_string(),
             ),
             ("VX11_TOKENS_POLL_INTERVAL".to_string(), "1s".to_string()),
+            ("VX11_HEADER_READ_TIMEOUT".to_string(), "2s".to_string()),
         ]);
         let backend =
             ServiceProcess::start(ServiceKind::OperatorBackend, &env, dir.path()).unwrap();
@@ -263,11 +264,14 @@ async fn a_rotated_certificate_goes_to_new_connections_while_an_open_stream_keep
     let stack = Stack::start();
     assert!(stack.served_subject().contains("gateway-1"));
 
-    // An event stream over h2, opened before the rotation.
+    // Three event streams on one h2 connection, opened before the rotation.
     std::fs::copy(stack.dir.path().join("tls/tls.crt"), stack.ca()).unwrap();
     let events = stack.dir.path().join("events.txt");
+    let trace = stack.dir.path().join("curl-trace.txt");
+    let url = stack.https("/operator/api/events/stream");
     let mut stream = Command::new("curl")
-        .args(["-sN", "--http2", "--cacert", stack.ca().to_str().unwrap()])
+        .args(["-vsN", "--parallel", "--http2"])
+        .args(["--cacert", stack.ca().to_str().unwrap()])
         .args([
             "--resolve",
             &format!("localhost:{}:127.0.0.1", stack.tls.addr.port()),
@@ -278,8 +282,9 @@ async fn a_rotated_certificate_goes_to_new_connections_while_an_open_stream_keep
             "-H",
             "accept: text/event-stream",
         ])
-        .arg(stack.https("/operator/api/events/stream"))
+        .args([&url, &url, &url])
         .stdout(std::fs::File::create(&events).unwrap())
+        .stderr(std::fs::File::create(&trace).unwrap())
         .spawn()
         .unwrap();
     let count_events = || {
@@ -289,10 +294,10 @@ async fn a_rotated_certificate_goes_to_new_connections_while_an_open_stream_keep
             .count()
     };
     eventually(
-        "the stream's first event",
+        "each stream's first event",
         Duration::from_secs(10),
         || async {
-            if count_events() >= 1 {
+            if count_events() >= 3 {
                 Ok(())
             } else {
                 Err("not yet")
@@ -332,10 +337,10 @@ async fn a_rotated_certificate_goes_to_new_connections_while_an_open_stream_keep
     )
     .unwrap();
     eventually(
-        "an event after the rotation",
+        "an event on each stream after the rotation",
         Duration::from_secs(10),
         || async {
-            if count_events() >= 2 {
+            if count_events() >= 6 {
                 Ok(())
             } else {
                 Err("not yet")
@@ -344,7 +349,13 @@ async fn a_rotated_certificate_goes_to_new_connections_while_an_open_stream_keep
     )
     .await
     .unwrap();
-    assert!(stream.try_wait().unwrap().is_none(), "the stream ended");
+    assert!(stream.try_wait().unwrap().is_none(), "the streams ended");
+    let trace_text = std::fs::read_to_string(&trace).unwrap();
+    assert_eq!(
+        trace_text.matches("Re-using existing connection").count(),
+        2,
+        "the three streams did not share one connection: {trace_text}"
+    );
 
     // A key that is not the certificate's: the last good pair stays, the error is counted.
     let (cert, _) = pair("gateway-3", 3);
@@ -426,4 +437,27 @@ fn the_chart_with_gateway_tls_mounts_the_secret_and_probes_over_https() {
     let missing = render_chart(&["gateway.tls.enabled=true"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("gateway.tls.secretName"));
+}
+
+#[test]
+fn a_client_that_opens_tcp_and_sends_nothing_is_closed_after_the_header_timeout() {
+    use std::io::Read as _;
+    let stack = Stack::start();
+    let mut silent = std::net::TcpStream::connect(stack.tls.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = silent.read(&mut buf);
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "not closed: {read:?}"
+    );
+    let closed = stack.tls_metric(
+        "vx11_connections_closed_total{listener=\"api\",reason=\"tls_handshake_timeout\"}",
+    );
+    assert_eq!(closed, Some(1.0));
 }
