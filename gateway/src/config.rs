@@ -71,6 +71,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub websocket: crate::websocket::WebSocketArgs,
+
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// Checked settings.
@@ -87,6 +90,8 @@ pub struct Config {
     pub workers: usize,
     pub trusted_proxies: TrustedProxies,
     pub websocket: crate::tunnel::TunnelLimits,
+    /// `VX11_TLS_DIR`; `None`: no TLS.
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +167,7 @@ impl Config {
             upstream_idle_timeout: args.upstream_idle_timeout,
             max_body_bytes: args.max_body_bytes,
             trusted_proxies,
+            tls_dir: args.tls.dir().map(std::path::Path::to_path_buf),
         })
     }
 }
@@ -201,6 +207,8 @@ mod tests {
         assert!(!config.modules.get("madre").unwrap().streams_over_h2c);
         assert!(config.trusted_proxies.is_empty());
         assert_eq!(config.service.streams.buffer_bytes, 64 * 1024);
+        assert_eq!(config.tls_dir, None);
+        assert_eq!(config.service.listener.max_headers, 256);
     }
 
     #[test]
@@ -251,6 +259,8 @@ mod tests {
             "VX11_MAX_STREAMS_PER_TOKEN",
             "VX11_WEBSOCKET_IDLE_TIMEOUT",
             "VX11_WEBSOCKET_MAX_FRAME_BYTES",
+            "VX11_TLS_DIR",
+            "VX11_MAX_HEADERS",
         ] {
             assert!(help.contains(var), "{var} missing from --help");
         }

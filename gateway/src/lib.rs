@@ -28,6 +28,7 @@ pub mod modules;
 pub mod pacing;
 pub mod proxy;
 pub mod safe_path;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 pub mod websocket;

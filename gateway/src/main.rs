@@ -8,7 +8,7 @@ use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::workers::{MakeApp, Workers};
 use vx11_gateway::{Gateway, app};
 use vx11_service::{
-    ListenerMetrics, Protocols, Serving, StreamSlots, bind_reuseport_listeners,
+    ListenerMetrics, Protocols, Serving, StreamSlots, Tls, TlsMetrics, bind_reuseport_listeners,
     init_json_logs_with_filter, start,
 };
 use vx11_tokenset::LegacyTokens;
@@ -52,6 +52,17 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
     let mut registry = Registry::default();
     let metrics = GatewayMetrics::register(&mut registry, store.clone());
     let listener_metrics = ListenerMetrics::register(&mut registry);
+    let tls = match &config.tls_dir {
+        Some(dir) => Some(
+            Tls::start(
+                dir,
+                config.service.tokens_poll_interval,
+                TlsMetrics::register(&mut registry),
+            )
+            .map_err(std::io::Error::other)?,
+        ),
+        None => None,
+    };
 
     let snapshot = store.snapshot();
     tracing::info!(
@@ -59,6 +70,7 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
         metrics_addr = %started.metrics_listener.local_addr()?,
         mode = %config.service.policy_mode,
         workers = config.workers,
+        tls = tls.is_some(),
         modules = ?config.modules.names(),
         tokens = snapshot.set.len(),
         generation = ?snapshot.generation,
@@ -70,7 +82,13 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
         listener_metrics.clone(),
     );
     // One connection count for all the workers: the limit is the process's.
-    let serving = Serving::new("api", Protocols::Http1, &config.service, listener_metrics);
+    let mut serving = Serving::new(
+        "api",
+        Protocols::Http1AndH2,
+        &config.service,
+        listener_metrics,
+    );
+    serving.tls = tls;
     let listeners = listeners
         .into_iter()
         .map(tokio::net::TcpListener::into_std)

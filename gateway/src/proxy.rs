@@ -91,7 +91,12 @@ pub async fn forward(
     if let Some(upgrade) = &upgrade {
         upgrade.restore_headers(&mut parts.headers);
     }
-    if let Some(host) = parts.headers.remove(header::HOST) {
+    // HTTP/2 carries the host as `:authority` (in the URI), without a `Host` header.
+    let host = parts.headers.remove(header::HOST).or_else(|| {
+        let authority = parts.uri.authority()?;
+        axum::http::HeaderValue::from_str(authority.as_str()).ok()
+    });
+    if let Some(host) = host {
         parts
             .headers
             .insert(HeaderName::from_static("x-forwarded-host"), host);

@@ -59,6 +59,8 @@ pub enum Expiry {
     Idle,
     /// A request head took longer than the header read timeout.
     SlowHead,
+    /// A TLS handshake took longer than the header read timeout.
+    SlowHandshake,
     /// The peer read nothing of what was written to it for the stall timeout.
     Stalled,
 }
@@ -68,6 +70,7 @@ impl Expiry {
         match self {
             Expiry::Idle => "idle",
             Expiry::SlowHead => "header_timeout",
+            Expiry::SlowHandshake => "tls_handshake_timeout",
             Expiry::Stalled => "stalled",
         }
     }

@@ -22,6 +22,8 @@ mod serve;
 pub mod settings;
 mod stream_slots;
 mod telemetry;
+mod tls;
+mod tls_pair;
 
 pub use access::{
     HttpMetrics, RequestRecord, access_log, require_token, with_access_line, with_token_check,
@@ -39,8 +41,8 @@ pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
 pub use policy::{OPERATOR_MODULE, PolicyMode, off_by_policy};
 pub use scheme::ClientScheme;
 pub use serve::{
-    ConnectionPlace, H2C_MAX_CONCURRENT_STREAMS, LISTEN_BACKLOG, Protocols, Serving, Shutdown,
-    bind_listener, bind_reuseport_listeners, serve_until_shutdown,
+    ConnectionPlace, H2C_MAX_CONCURRENT_STREAMS, LISTEN_BACKLOG, PUBLIC_MAX_CONCURRENT_STREAMS,
+    Protocols, Serving, Shutdown, bind_listener, bind_reuseport_listeners, serve_until_shutdown,
 };
 pub use settings::{
     ListenerLimits, MIN_HEADER_BYTES, ServiceSettings, SettingError, Started, StreamLimits,
@@ -48,3 +50,5 @@ pub use settings::{
 };
 pub use stream_slots::{StreamRefusal, StreamSlot, StreamSlots};
 pub use telemetry::{LogFilterError, init_json_logs, init_json_logs_with_filter};
+pub use tls::{ALPN, Tls, TlsError, TlsMetrics};
+pub use tls_pair::{CERT_FILE, KEY_FILE, LeafInfo, PairError};

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use tokio::net::TcpListener;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
@@ -128,8 +129,13 @@ impl Shutdown {
 /// What a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocols {
-    /// HTTP/1.1 only: the gateway's public port.
+    /// HTTP/1.1 only: `/metrics`.
     Http1,
+    /// HTTP/1.1 and HTTP/2 from clients: the gateway's public port. In the clear, HTTP/2
+    /// with prior knowledge (h2c), told apart by a connection's first bytes; over TLS
+    /// ([`Serving::tls`]), chosen by ALPN. HTTP/2 under [`PUBLIC_MAX_CONCURRENT_STREAMS`]
+    /// and a header list of at most `VX11_MAX_HEADER_BYTES`.
+    Http1AndH2,
     /// HTTP/1.1 and cleartext HTTP/2 (prior knowledge), told apart by a connection's first
     /// bytes: a backend the gateway multiplexes event streams to.
     Http1AndH2c,
@@ -139,6 +145,10 @@ pub enum Protocols {
 /// gateway sends all the event streams of one worker over one connection (10 000 in the
 /// benchmark). Callers are the gateway, behind the NetworkPolicy.
 pub const H2C_MAX_CONCURRENT_STREAMS: u32 = 100_000;
+
+/// Streams one client's HTTP/2 connection may carry at once on the public port (nginx's
+/// `http2_max_concurrent_streams`); a browser opens a handful, an event stream per tab.
+pub const PUBLIC_MAX_CONCURRENT_STREAMS: u32 = 128;
 
 /// How long, at most, keep-alive connections are drained before the ones still open are
 /// closed. Closing an idle connection races with a client that is just sending its next
@@ -164,6 +174,8 @@ pub struct Serving {
     pub stall_timeout: Duration,
     /// On SIGTERM, how long open connections get in all (`VX11_SHUTDOWN_GRACE`).
     pub grace: Duration,
+    /// TLS on every connection (`VX11_TLS_DIR`); `None`: in the clear.
+    pub tls: Option<crate::Tls>,
 }
 
 impl Serving {
@@ -181,6 +193,7 @@ impl Serving {
             h2_stream_buffer: settings.streams.buffer_bytes,
             stall_timeout: settings.streams.stall_timeout,
             grace: settings.shutdown_grace,
+            tls: None,
         }
     }
 
@@ -198,6 +211,7 @@ impl Serving {
             h2_stream_buffer: crate::StreamLimits::default().buffer_bytes,
             stall_timeout: crate::StreamLimits::default().stall_timeout,
             grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -205,9 +219,11 @@ impl Serving {
 /// Serves `app` until `shutdown`, then drains keep-alive connections for up to [`DRAIN`] and
 /// waits up to the grace in all for open connections (streams end themselves on
 /// `shutdown`). Every connection lives under the listener's limits: it is refused past
-/// `max_connections`, closed when idle for `idle_timeout` or when a request head takes
-/// longer than `header_read_timeout`, and a head over `max_header_bytes` gets 431. The peer
-/// address is in each request's extensions as [`axum::extract::ConnectInfo`]`<SocketAddr>`.
+/// `max_connections`, closed when idle for `idle_timeout` or when its TLS handshake or a
+/// request head takes longer than `header_read_timeout`, and a head over
+/// `max_header_bytes` or `max_headers` gets 431. The peer address is in each request's
+/// extensions as [`axum::extract::ConnectInfo`]`<SocketAddr>`, and how the client came as
+/// [`crate::ClientScheme`].
 pub async fn serve_until_shutdown<S>(
     listener: TcpListener,
     app: S,
@@ -257,18 +273,45 @@ where
                 _admitted: admitted,
             }),
         };
-        let clock = ConnectionClock::new();
-        let service = ConnectionService {
-            app: app.clone(),
-            peer,
-            clock: clock.clone(),
-            draining: draining.clone(),
-            place: place.clone(),
-        };
+        let app = app.clone();
+        let draining = draining.clone();
+        let tls = serving.tls.clone();
         let builder = builder.clone();
         let close_all = close_all.clone();
         let connections = serving.connections.clone();
         tokio::spawn(async move {
+            // The handshake is under the head's clock: a client that opens a connection and
+            // sends nothing holds it no longer than one that sends half a head.
+            let (tcp, scheme) = match tls {
+                None => (Either::Left(tcp), crate::ClientScheme::Http),
+                Some(tls) => {
+                    let handshake = tokio::time::timeout(clocks.head, tls.acceptor().accept(tcp));
+                    let shaken = tokio::select! {
+                        shaken = handshake => shaken,
+                        () = close_all.cancelled() => return,
+                    };
+                    match shaken {
+                        Ok(Ok(stream)) => (Either::Right(stream), crate::ClientScheme::Https),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            connections.closed(Expiry::SlowHandshake);
+                            return;
+                        }
+                    }
+                }
+            };
+            let clock = ConnectionClock::new();
+            let service = ConnectionService {
+                app,
+                peer,
+                scheme,
+                clock: clock.clone(),
+                draining,
+                place: place.clone(),
+            };
             let io = TokioIo::new(Watched::new(tcp, clock.clone()));
             let connection = builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(connection);
@@ -290,7 +333,9 @@ where
                             }
                             // A head still arriving: no answer is owed; the socket closes.
                             // A peer that reads nothing cannot be told anything.
-                            Expiry::SlowHead | Expiry::Stalled => break Ok(()),
+                            Expiry::SlowHead | Expiry::SlowHandshake | Expiry::Stalled => {
+                                break Ok(());
+                            }
                         }
                     }
                 }
@@ -318,12 +363,13 @@ where
     Ok(())
 }
 
-/// `app` as one connection serves it: each request carries the peer's address and keeps
-/// the connection's clock stopped until its response body is dropped; while draining, an
-/// answer says `Connection: close`.
+/// `app` as one connection serves it: each request carries the peer's address and the
+/// connection's scheme, and keeps the connection's clock stopped until its response body is
+/// dropped; while draining, an answer says `Connection: close`.
 struct ConnectionService<S> {
     app: S,
     peer: std::net::SocketAddr,
+    scheme: crate::ClientScheme,
     clock: Arc<ConnectionClock>,
     draining: Arc<AtomicBool>,
     place: ConnectionPlace,
@@ -365,7 +411,7 @@ where
         let in_flight = self.clock.request_started();
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        request.extensions_mut().insert(crate::ClientScheme::Http);
+        request.extensions_mut().insert(self.scheme);
         request.extensions_mut().insert(self.place.clone());
         Answer {
             inner: self.app.clone().oneshot(request),
@@ -448,9 +494,19 @@ fn connection_builder(serving: &Serving) -> AutoBuilder<TokioExecutor> {
     // bounds what is buffered of a body or of a response for a slow reader.)
     builder
         .http1()
-        .max_buf_size(serving.limits.max_header_bytes.max(MIN_HEADER_BYTES));
+        .max_buf_size(serving.limits.max_header_bytes.max(MIN_HEADER_BYTES))
+        .max_headers(serving.limits.max_headers);
     match serving.protocols {
         Protocols::Http1 => builder = builder.http1_only(),
+        Protocols::Http1AndH2 => {
+            builder
+                .http2()
+                .max_concurrent_streams(PUBLIC_MAX_CONCURRENT_STREAMS)
+                .max_header_list_size(
+                    u32::try_from(serving.limits.max_header_bytes).unwrap_or(u32::MAX),
+                )
+                .max_send_buf_size(serving.h2_stream_buffer);
+        }
         Protocols::Http1AndH2c => {
             builder
                 .http2()

@@ -75,6 +75,10 @@ pub struct ListenerLimits {
     #[arg(long, env = "VX11_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
     pub max_header_bytes: usize,
 
+    /// Most header fields in a request head; a head with more gets 431.
+    #[arg(long, env = "VX11_MAX_HEADERS", default_value_t = 256)]
+    pub max_headers: usize,
+
     /// Close a keep-alive connection with no request in flight after this long
     /// (nginx: `keepalive_timeout`).
     #[arg(long, env = "VX11_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
@@ -114,6 +118,7 @@ impl Default for ListenerLimits {
         Self {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
+            max_headers: 256,
             idle_timeout: Duration::from_secs(75),
             max_connections: 10_000,
         }
@@ -163,6 +168,7 @@ impl ServiceSettings {
         }
         let counts = [
             ("VX11_MAX_CONNECTIONS", self.listener.max_connections),
+            ("VX11_MAX_HEADERS", self.listener.max_headers),
             ("VX11_STREAM_BUFFER_BYTES", self.streams.buffer_bytes),
             ("VX11_MAX_STREAMS", self.streams.max_streams),
             (
@@ -308,6 +314,7 @@ mod tests {
         let listener = &parsed.service.listener;
         assert_eq!(listener.header_read_timeout, defaults.header_read_timeout);
         assert_eq!(listener.max_header_bytes, defaults.max_header_bytes);
+        assert_eq!(listener.max_headers, defaults.max_headers);
         assert_eq!(listener.idle_timeout, defaults.idle_timeout);
         assert_eq!(listener.max_connections, defaults.max_connections);
         let streams = &parsed.service.streams;
@@ -328,6 +335,7 @@ mod tests {
             ("VX11_HEADER_READ_TIMEOUT", "0s"),
             ("VX11_IDLE_TIMEOUT", "0ms"),
             ("VX11_MAX_CONNECTIONS", "0"),
+            ("VX11_MAX_HEADERS", "0"),
             ("VX11_MAX_HEADER_BYTES", "1024"),
             ("VX11_STREAM_STALL_TIMEOUT", "0s"),
             ("VX11_MAX_STREAMS_PER_TOKEN", "0"),

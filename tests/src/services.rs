@@ -118,6 +118,8 @@ pub struct ServiceProcess {
     pub metrics_addr: SocketAddr,
     child: Child,
     log_path: PathBuf,
+    /// Its API port speaks TLS (`VX11_TLS_DIR` set).
+    tls: bool,
 }
 
 impl ServiceProcess {
@@ -168,6 +170,7 @@ impl ServiceProcess {
             metrics_addr,
             child,
             log_path,
+            tls: env.get("VX11_TLS_DIR").is_some_and(|dir| !dir.is_empty()),
         };
         process.wait_for_health()?;
         Ok(process)
@@ -175,11 +178,17 @@ impl ServiceProcess {
 
     fn wait_for_health(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
+        // A gateway serving TLS (VX11_TLS_DIR) is up once its plain /metrics answers.
+        let (addr, path) = if self.tls {
+            (self.metrics_addr, "/metrics")
+        } else {
+            (self.addr, "/health")
+        };
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(self.startup_error(format!("exited with {status}")));
             }
-            if http_status(self.addr, "/health") == Some(200) {
+            if http_status(addr, path) == Some(200) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -309,4 +318,18 @@ pub fn assert_query_tokens_redacted(what: &str, text: &str) {
             &text[at.saturating_sub(80)..at]
         );
     }
+}
+
+/// The body of a bare HTTP/1.0 GET on loopback (e.g. a `/metrics` page), if it answered.
+pub fn http_body(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
 }

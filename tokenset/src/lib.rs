@@ -8,9 +8,11 @@
 //! - [`TokenSet`]: the check of a presented token, in time independent of how much of a
 //!   valid token was guessed, with `notBefore`/`expiresAt` enforced by the clock.
 //! - [`presented_token`] and [`redact_uri`]: tokens in and out of HTTP requests.
-//! - [`TokenWatcher`]: hot reload of the directory kubelet projects the Secret into.
+//! - [`TokenWatcher`]: hot reload of the directory kubelet projects the Secret into, by
+//!   [`DirWatcher`] (which the gateway's TLS certificate reload uses too).
 
 mod digest;
+mod dir_watch;
 mod extract;
 mod file;
 mod json_error;
@@ -27,6 +29,7 @@ mod value;
 mod watch;
 
 pub use digest::{Fingerprint, InvalidDigest, TokenDigest};
+pub use dir_watch::{DirWatchConfig, DirWatcher};
 pub use extract::{
     Carrier, MalformedToken, PresentedToken, TOKEN_HEADER, TOKEN_QUERY_PARAM, presented_token,
     query_param_token,

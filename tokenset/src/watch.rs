@@ -1,19 +1,11 @@
-//! Hot reload of the token directory that kubelet projects a Secret into.
-//!
-//! kubelet swaps a `..data` symlink to update a Secret volume, so the watch is on the
-//! directory, never on a file (a file watch follows the old inode, deleted a moment later),
-//! and on its nearest existing ancestor, to see the directory appear or be replaced. Events
-//! are not sorted by kind: any event is debounced, the files are read again and compared
-//! with what is installed. A poll on a fixed interval catches whatever the events missed.
+//! Hot reload of the token directory that kubelet projects a Secret into: watched by
+//! [`DirWatcher`], each change read again and compared with what is installed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
-
+use crate::dir_watch::{DirWatchConfig, DirWatcher};
 use crate::legacy::LegacyTokens;
 use crate::source::{DEFAULT_MAX_FILE_BYTES, LoadError, TokenSource};
 use crate::store::TokenStore;
@@ -44,14 +36,7 @@ impl WatchConfig {
 #[derive(Debug)]
 pub struct TokenWatcher {
     store: Arc<TokenStore>,
-    stop: mpsc::Sender<Wake>,
-    thread: Option<JoinHandle<()>>,
-}
-
-#[derive(Debug)]
-enum Wake {
-    Changed,
-    Stop,
+    _watcher: DirWatcher,
 }
 
 impl TokenWatcher {
@@ -59,20 +44,6 @@ impl TokenWatcher {
     /// directory is not an error: the set starts empty and appears with the files.
     pub fn start(config: WatchConfig, legacy: LegacyTokens) -> std::io::Result<Self> {
         let store = Arc::new(TokenStore::new());
-        let (tx, rx) = mpsc::channel();
-        let events = tx.clone();
-        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-            let _ = events.send(Wake::Changed);
-        });
-        let watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(error) => {
-                tracing::warn!(%error, poll_interval = ?config.poll_interval,
-                    "cannot watch the token directory for events; reloading by polling only");
-                None
-            }
-        };
-        let mut watches = DirWatches::new(config.dir.clone(), watcher);
         let mut reloader = Reloader::new(
             TokenSource {
                 dir: config.dir.clone(),
@@ -81,121 +52,19 @@ impl TokenWatcher {
             },
             store.clone(),
         );
-        watches.refresh();
-        reloader.reload();
-
-        let thread = std::thread::Builder::new()
-            .name("vx11-token-watch".into())
-            .spawn(move || watch_loop(&config, &rx, &mut watches, &mut reloader))?;
+        let mut watch = DirWatchConfig::new(config.dir, "token");
+        watch.poll_interval = config.poll_interval;
+        watch.debounce = config.debounce;
+        let watcher = DirWatcher::start(watch, "vx11-token-watch", move || reloader.reload())?;
         Ok(Self {
             store,
-            stop: tx,
-            thread: Some(thread),
+            _watcher: watcher,
         })
     }
 
     pub fn store(&self) -> &Arc<TokenStore> {
         &self.store
     }
-}
-
-impl Drop for TokenWatcher {
-    fn drop(&mut self) {
-        let _ = self.stop.send(Wake::Stop);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn watch_loop(
-    config: &WatchConfig,
-    rx: &mpsc::Receiver<Wake>,
-    watches: &mut DirWatches,
-    reloader: &mut Reloader,
-) {
-    // A long burst of events still reloads at least this often.
-    let max_settle = config.debounce * 8;
-    loop {
-        match rx.recv_timeout(config.poll_interval) {
-            Ok(Wake::Changed) => {
-                let burst_start = Instant::now();
-                loop {
-                    match rx.recv_timeout(config.debounce) {
-                        Ok(Wake::Changed) if burst_start.elapsed() < max_settle => continue,
-                        Ok(Wake::Changed) | Err(RecvTimeoutError::Timeout) => break,
-                        Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-        watches.refresh();
-        reloader.reload();
-    }
-}
-
-/// The notify watches on the directory and on its nearest existing ancestor, renewed when
-/// either is replaced.
-struct DirWatches {
-    dir: PathBuf,
-    watcher: Option<RecommendedWatcher>,
-    /// (device, inode) of the watched directory.
-    dir_id: Option<(u64, u64)>,
-    ancestor: Option<PathBuf>,
-}
-
-impl DirWatches {
-    fn new(dir: PathBuf, watcher: Option<RecommendedWatcher>) -> Self {
-        Self {
-            dir,
-            watcher,
-            dir_id: None,
-            ancestor: None,
-        }
-    }
-
-    fn refresh(&mut self) {
-        use std::os::unix::fs::MetadataExt as _;
-        let Some(watcher) = self.watcher.as_mut() else {
-            return;
-        };
-        let dir_id = std::fs::metadata(&self.dir)
-            .ok()
-            .filter(|m| m.is_dir())
-            .map(|m| (m.dev(), m.ino()));
-        if dir_id != self.dir_id {
-            let _ = watcher.unwatch(&self.dir);
-            self.dir_id = None;
-            if dir_id.is_some() {
-                match watcher.watch(&self.dir, RecursiveMode::NonRecursive) {
-                    Ok(()) => self.dir_id = dir_id,
-                    Err(error) => {
-                        tracing::warn!(%error, dir = %self.dir.display(), "cannot watch the token directory; polling")
-                    }
-                }
-            }
-        }
-        let ancestor = nearest_existing_ancestor(&self.dir);
-        if ancestor != self.ancestor {
-            if let Some(old) = self.ancestor.take() {
-                let _ = watcher.unwatch(&old);
-            }
-            if let Some(new) = ancestor
-                && watcher.watch(&new, RecursiveMode::NonRecursive).is_ok()
-            {
-                self.ancestor = Some(new);
-            }
-        }
-    }
-}
-
-fn nearest_existing_ancestor(dir: &Path) -> Option<PathBuf> {
-    dir.ancestors()
-        .skip(1)
-        .find(|p| p.is_dir())
-        .map(Path::to_path_buf)
 }
 
 /// Reads the source and installs what changed; keeps the last good set on any error.
