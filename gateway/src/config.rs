@@ -8,6 +8,7 @@ use vx11_service::{ServiceSettings, SettingError, parse_duration};
 
 use crate::forwarded::TrustedProxies;
 use crate::modules::{Modules, Upstream};
+use crate::proxy_settings::{ProxyArgs, ProxySettings, ProxySettingsError};
 use crate::upstream::MIN_STREAM_BUFFER_BYTES;
 
 /// vx11-gateway: the public entrypoint. Checks the token of every `/<module>/api/*` request
@@ -68,6 +69,9 @@ pub struct Args {
     /// peer the header is replaced by the peer's address. Empty: no peer is trusted.
     #[arg(long, env = "VX11_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 }
 
 /// Checked settings.
@@ -83,6 +87,8 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub workers: usize,
     pub trusted_proxies: TrustedProxies,
+    /// Response head limits, redirect rewriting, h2c fallbacks.
+    pub proxy: ProxySettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +107,8 @@ pub enum ConfigError {
     StreamBuffer { min: usize },
     #[error("{name} must be more than zero")]
     Zero { name: &'static str },
+    #[error(transparent)]
+    Proxy(#[from] ProxySettingsError),
     #[error(transparent)]
     Setting(#[from] SettingError),
 }
@@ -143,7 +151,9 @@ impl Config {
                 name: "VX11_WORKERS",
             });
         }
+        let proxy = ProxySettings::from_args(&args.proxy)?;
         Ok(Self {
+            proxy,
             workers: args.workers.unwrap_or_else(default_workers),
             addr: args.addr,
             service: args.service,
@@ -192,6 +202,10 @@ mod tests {
         assert!(!config.modules.get("madre").unwrap().streams_over_h2c);
         assert!(config.trusted_proxies.is_empty());
         assert_eq!(config.service.streams.buffer_bytes, 64 * 1024);
+        assert_eq!(config.proxy.max_response_header_bytes, 16 * 1024);
+        assert_eq!(config.proxy.max_response_headers, 256);
+        assert!(config.proxy.rewrite_redirects);
+        assert!(!parse(&["--proxy-redirect", "off"]).unwrap().proxy.rewrite_redirects);
     }
 
     #[test]
@@ -216,6 +230,17 @@ mod tests {
         assert!(err.contains("VX11_WORKERS"), "{err}");
         let err = parse(&["--trusted-proxies", "10.0.0.0/40"]).unwrap_err();
         assert!(err.contains("VX11_TRUSTED_PROXIES"), "{err}");
+        for (flags, var) in [
+            (
+                ["--max-response-header-bytes", "4096"],
+                "VX11_MAX_RESPONSE_HEADER_BYTES",
+            ),
+            (["--max-response-headers", "0"], "VX11_MAX_RESPONSE_HEADERS"),
+            (["--proxy-redirect", "on"], "VX11_PROXY_REDIRECT"),
+        ] {
+            let err = parse(&flags).unwrap_err();
+            assert!(err.contains(var), "{err}");
+        }
         let err = parse(&["--stream-buffer-bytes", "1024"]).unwrap_err();
         assert!(err.contains("VX11_STREAM_BUFFER_BYTES"), "{err}");
     }
@@ -240,6 +265,9 @@ mod tests {
             "VX11_STREAM_BUFFER_BYTES",
             "VX11_MAX_STREAMS",
             "VX11_MAX_STREAMS_PER_TOKEN",
+            "VX11_MAX_RESPONSE_HEADER_BYTES",
+            "VX11_MAX_RESPONSE_HEADERS",
+            "VX11_PROXY_REDIRECT",
         ] {
             assert!(help.contains(var), "{var} missing from --help");
         }
