@@ -1,7 +1,10 @@
 //! Backends that do not speak h2c. The event streams of a module in `VX11_H2C_STREAMS` go
 //! over HTTP/2 without TLS; a backend that speaks only HTTP/1.1 (go-httpbin, a Python
 //! service) answers the HTTP/2 preface with an HTTP/1.1 response, which h2 reads as a frame
-//! of an impossible size (`FRAME_SIZE_ERROR`) or a bad frame (`PROTOCOL_ERROR`). Such a
+//! of an impossible size (`FRAME_SIZE_ERROR`) or a bad frame (`PROTOCOL_ERROR`), or, when
+//! the backend closes first, as a broken pipe; after any failure of an h2c request, a short
+//! probe ([`answers_http1`]) tells a backend that answers HTTP/1.1 from one that is down or
+//! broken in another way. Such a
 //! backend is remembered here, for the whole process (all workers share one set: a backend
 //! either speaks h2c or not, whichever worker asks, and one log line per backend is enough),
 //! and its event streams go over HTTP/1.1 from then on, until the gateway restarts.
@@ -48,6 +51,28 @@ pub fn is_not_h2c(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Sends the HTTP/2 preface to `authority` on a new connection: true if the answer starts
+/// with `HTTP/` (an HTTP/1.x server). Down, silent or speaking HTTP/2: false.
+pub async fn answers_http1(authority: &str) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await.ok()?;
+        stream.write_all(PREFACE).await.ok()?;
+        let mut head = [0u8; 5];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(&head == b"HTTP/")
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// How long the probe waits for the backend's first bytes.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,12 +93,13 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut preface = [0u8; 24];
-            let _ = stream.read_exact(&mut preface).await;
-            let _ = stream
-                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await;
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut preface = [0u8; 24];
+                let _ = stream.read_exact(&mut preface).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
         });
         let client = crate::upstream::stream_client(
             std::time::Duration::from_secs(1),
@@ -85,7 +111,13 @@ mod tests {
             .body(axum::body::Body::empty())
             .unwrap();
         let error = client.request(request).await.unwrap_err();
-        assert!(is_not_h2c(&error), "{error:?}");
+        // h2 reads the answer as a bad frame, or finds the connection closed first.
+        let _ = error;
+        assert!(answers_http1(&addr.to_string()).await);
         assert!(!is_not_h2c(&std::io::Error::other("connection reset")));
+        let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let down_addr = down.local_addr().unwrap().to_string();
+        drop(down);
+        assert!(!answers_http1(&down_addr).await);
     }
 }

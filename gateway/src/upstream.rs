@@ -18,7 +18,7 @@ use http_body::Body as _;
 
 use crate::client_body::{BodyFailure, BodyOutcome};
 use crate::connect::BackendConnector;
-use crate::h2c_fallback::{H2cFallbacks, is_not_h2c};
+use crate::h2c_fallback::{H2cFallbacks, answers_http1, is_not_h2c};
 use crate::proxy_settings::ProxySettings;
 use crate::response_limits::{ResponseLimits, is_response_too_large};
 use crate::metrics::{GatewayMetrics, ModuleLabel, UpstreamErrorLabels};
@@ -192,7 +192,12 @@ impl Upstreams {
             )
             .await;
             match outcome {
-                Ok(Err(error)) if over_h2c && is_not_h2c(&error) => {
+                Ok(Err(error))
+                    if over_h2c
+                        && !is_response_too_large(&error)
+                        && (is_not_h2c(&error)
+                            || answers_http1(module.upstream.authority().as_str()).await) =>
+                {
                     if self.h2c_fallbacks.remember(&module.upstream.url) {
                         tracing::warn!(
                             module = %module.name,
