@@ -595,3 +595,50 @@ async fn an_event_stream_to_a_backend_without_h2c_falls_back_to_http1_once() {
     // Once per backend for the process (both workers share what they learnt).
     assert_eq!(lines, 1, "{logs}");
 }
+
+/// go-httpbin's `/websocket/echo`, directly and through the gateway, with a real WebSocket
+/// client: the upgrade (101) and a text and a binary message echoed. Needs the gateway's
+/// WebSocket tunnel (`gateway/src/websocket.rs`); without it the gateway strips `Upgrade`
+/// and go-httpbin answers 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_echo_works_through_the_gateway_as_directly() {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let stack = Stack::start();
+    let mut seen = Vec::new();
+    for (label, addr) in [("direct", stack.httpbin.addr), ("through gateway", stack.gateway.addr)] {
+        let mut request = format!("ws://{addr}/httpbin/api/websocket/echo")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("x-vx11-token", stack.token.parse().unwrap());
+        let (mut socket, response) = match tokio_tungstenite::connect_async(request).await {
+            Ok(connected) => connected,
+            Err(error) => {
+                println!("websocket {label}: {error}");
+                seen.push((label, format!("{error}")));
+                continue;
+            }
+        };
+        socket.send(Message::text("hello vx11")).await.unwrap();
+        socket.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+        let mut echoed = Vec::new();
+        for _ in 0..2 {
+            let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+                .await
+                .expect("an echo within 5 s")
+                .expect("the socket stays open")
+                .unwrap();
+            echoed.push(message);
+        }
+        let _ = socket.close(None).await;
+        let outcome = format!("{} {echoed:?}", response.status().as_u16());
+        println!("websocket {label}: {outcome}");
+        seen.push((label, outcome));
+    }
+    assert_eq!(seen[0].1, seen[1].1, "direct vs through the gateway: {seen:?}");
+    assert!(seen[0].1.starts_with("101"), "{seen:?}");
+}
