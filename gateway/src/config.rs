@@ -205,7 +205,12 @@ mod tests {
         assert_eq!(config.proxy.max_response_header_bytes, 16 * 1024);
         assert_eq!(config.proxy.max_response_headers, 256);
         assert!(config.proxy.rewrite_redirects);
-        assert!(!parse(&["--proxy-redirect", "off"]).unwrap().proxy.rewrite_redirects);
+        assert!(
+            !parse(&["--proxy-redirect", "off"])
+                .unwrap()
+                .proxy
+                .rewrite_redirects
+        );
     }
 
     #[test]

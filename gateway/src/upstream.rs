@@ -19,10 +19,10 @@ use http_body::Body as _;
 use crate::client_body::{BodyFailure, BodyOutcome};
 use crate::connect::BackendConnector;
 use crate::h2c_fallback::{H2cFallbacks, answers_http1, is_not_h2c};
-use crate::proxy_settings::ProxySettings;
-use crate::response_limits::{ResponseLimits, is_response_too_large};
 use crate::metrics::{GatewayMetrics, ModuleLabel, UpstreamErrorLabels};
 use crate::modules::Module;
+use crate::proxy_settings::ProxySettings;
+use crate::response_limits::{ResponseLimits, is_response_too_large};
 
 pub type UpstreamClient = Client<BackendConnector, Body>;
 
@@ -138,7 +138,12 @@ impl Upstreams {
             headers: proxy.max_response_headers,
         };
         Self {
-            client: upstream_client(connect_timeout, timeout, limits.header_bytes, limits.headers),
+            client: upstream_client(
+                connect_timeout,
+                timeout,
+                limits.header_bytes,
+                limits.headers,
+            ),
             stream_client: stream_client(
                 connect_timeout,
                 timeout,

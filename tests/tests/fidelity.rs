@@ -62,7 +62,13 @@ impl HttpBin {
             .output()
             .unwrap();
         assert!(out.status.success(), "{script} failed");
-        let binary = PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap());
+        let binary = PathBuf::from(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap(),
+        );
         let addr = free_loopback_addr();
         let child = Command::new(binary)
             .args(["-host", "127.0.0.1", "-port", &addr.port().to_string()])
@@ -73,9 +79,11 @@ impl HttpBin {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
+        // Killed and reaped on drop, a failed start included.
+        let started = Self { addr, child };
         for _ in 0..250 {
             if http_status(addr, &format!("{prefix}/get")) == Some(200) {
-                return Self { addr, child };
+                return started;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -116,7 +124,11 @@ impl Reply {
         let mut headers: Vec<_> = self
             .headers
             .iter()
-            .filter(|(n, _)| !CHANGED_BY_PROXY.iter().any(|(c, _)| n.eq_ignore_ascii_case(c)))
+            .filter(|(n, _)| {
+                !CHANGED_BY_PROXY
+                    .iter()
+                    .any(|(c, _)| n.eq_ignore_ascii_case(c))
+            })
             // A list header on two lines is the same as on one, comma-joined (RFC 9110 §5.3).
             .flat_map(|(n, v)| {
                 let n = n.to_ascii_lowercase();
@@ -290,7 +302,9 @@ async fn exchange(addr: SocketAddr, token: &str, req: &Req) -> Reply {
     reply.status = lines.next().unwrap()[9..12].parse().unwrap();
     for line in lines.filter(|l| !l.is_empty()) {
         let (n, v) = line.split_once(':').unwrap();
-        reply.headers.push((n.trim().to_owned(), v.trim().to_owned()));
+        reply
+            .headers
+            .push((n.trim().to_owned(), v.trim().to_owned()));
     }
     let rest = &raw[h..];
     let chunked = reply
@@ -309,7 +323,10 @@ async fn exchange(addr: SocketAddr, token: &str, req: &Req) -> Reply {
 fn dechunk(mut rest: &[u8]) -> (Vec<u8>, Vec<(String, String)>) {
     let mut body = Vec::new();
     loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
         let size_line = String::from_utf8_lossy(&rest[..line_end]);
         let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap();
         rest = &rest[line_end + 2..];
@@ -391,7 +408,9 @@ fn same(_: &Stack, d: &Reply, v: &Reply) -> Result<(), String> {
     if dh != vh {
         let only_d: Vec<_> = dh.iter().filter(|h| !vh.contains(h)).collect();
         let only_v: Vec<_> = vh.iter().filter(|h| !dh.contains(h)).collect();
-        return Err(format!("headers: direct only {only_d:?}, gateway only {only_v:?}"));
+        return Err(format!(
+            "headers: direct only {only_d:?}, gateway only {only_v:?}"
+        ));
     }
     if d.compared_body() != v.compared_body() {
         return Err(format!(
@@ -405,7 +424,11 @@ fn same(_: &Stack, d: &Reply, v: &Reply) -> Result<(), String> {
         r.trailers
             .iter()
             .map(|(n, v)| {
-                let v = if n == "server-timing" { String::new() } else { v.clone() };
+                let v = if n == "server-timing" {
+                    String::new()
+                } else {
+                    v.clone()
+                };
                 (n.clone(), v)
             })
             .collect()
@@ -470,7 +493,10 @@ fn rewritten_location(s: &Stack, d: &Reply, v: &Reply) -> Result<(), String> {
         .header("location")
         .map(|l| l.replace(&s.httpbin.addr.to_string(), &s.gateway.addr.to_string()));
     if v.header("location") != expected.as_deref() {
-        return Err(format!("Location {:?}, expected {expected:?}", v.header("location")));
+        return Err(format!(
+            "Location {:?}, expected {expected:?}",
+            v.header("location")
+        ));
     }
     if !d.header("location").unwrap_or("").starts_with("http://") {
         return Err("direct Location is not absolute".into());
@@ -492,7 +518,10 @@ fn too_large(_: &Stack, d: &Reply, v: &Reply) -> Result<(), String> {
     {
         Ok(())
     } else {
-        Err(format!("{} direct, {} {body} through the gateway", d.status, v.status))
+        Err(format!(
+            "{} direct, {} {body} through the gateway",
+            d.status, v.status
+        ))
     }
 }
 
@@ -504,19 +533,74 @@ fn matrix() -> Vec<(&'static str, Req, Expect)> {
     let p = "/httpbin/api";
     let binary: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
     let large: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
-    let many_headers: String = (0..300).map(|i| format!("H{i}=1")).collect::<Vec<_>>().join("&");
+    let many_headers: String = (0..300)
+        .map(|i| format!("H{i}=1"))
+        .collect::<Vec<_>>()
+        .join("&");
     vec![
         ("GET", req("GET", format!("{p}/get")), same),
         ("HEAD", req("HEAD", format!("{p}/get")), same),
-        ("POST json", req("POST", format!("{p}/post")).header("Content-Type", "application/json").body(r#"{"a":[1,2],"b":"é"}"#), same),
-        ("PUT form", req("PUT", format!("{p}/put")).header("Content-Type", "application/x-www-form-urlencoded").body("a=1&a=2&b=x%20y"), same),
-        ("PATCH binary", req("PATCH", format!("{p}/patch")).header("Content-Type", "application/octet-stream").body(binary), same),
+        (
+            "POST json",
+            req("POST", format!("{p}/post"))
+                .header("Content-Type", "application/json")
+                .body(r#"{"a":[1,2],"b":"é"}"#),
+            same,
+        ),
+        (
+            "PUT form",
+            req("PUT", format!("{p}/put"))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body("a=1&a=2&b=x%20y"),
+            same,
+        ),
+        (
+            "PATCH binary",
+            req("PATCH", format!("{p}/patch"))
+                .header("Content-Type", "application/octet-stream")
+                .body(binary),
+            same,
+        ),
         ("DELETE", req("DELETE", format!("{p}/delete")), same),
-        ("OPTIONS", req("OPTIONS", format!("{p}/anything")).header("Origin", "http://a.example").header("Access-Control-Request-Method", "PUT"), same),
-        ("query repeated+encoded", req("GET", format!("{p}/get?a=1&a=2&b=%20x%2Fy&c=%E2%9C%93&d=")), same),
-        ("headers multi + X-Forwarded-*", req("GET", format!("{p}/headers")).header("X-Multi", "a").header("X-Multi", "b").header("X-Forwarded-For", "1.1.1.1").header("X-Forwarded-For", "2.2.2.2").header("Proxy-Connection", "keep-alive").header("Connection", "X-Hop").header("X-Hop", "1"), forwarded_headers),
-        ("chunked upload", req("POST", format!("{p}/post")).header("Content-Type", "text/plain").body(big(5000)).chunked(), same),
-        ("large body 300 KiB", req("POST", format!("{p}/post")).header("Content-Type", "application/octet-stream").body(large), same),
+        (
+            "OPTIONS",
+            req("OPTIONS", format!("{p}/anything"))
+                .header("Origin", "http://a.example")
+                .header("Access-Control-Request-Method", "PUT"),
+            same,
+        ),
+        (
+            "query repeated+encoded",
+            req("GET", format!("{p}/get?a=1&a=2&b=%20x%2Fy&c=%E2%9C%93&d=")),
+            same,
+        ),
+        (
+            "headers multi + X-Forwarded-*",
+            req("GET", format!("{p}/headers"))
+                .header("X-Multi", "a")
+                .header("X-Multi", "b")
+                .header("X-Forwarded-For", "1.1.1.1")
+                .header("X-Forwarded-For", "2.2.2.2")
+                .header("Proxy-Connection", "keep-alive")
+                .header("Connection", "X-Hop")
+                .header("X-Hop", "1"),
+            forwarded_headers,
+        ),
+        (
+            "chunked upload",
+            req("POST", format!("{p}/post"))
+                .header("Content-Type", "text/plain")
+                .body(big(5000))
+                .chunked(),
+            same,
+        ),
+        (
+            "large body 300 KiB",
+            req("POST", format!("{p}/post"))
+                .header("Content-Type", "application/octet-stream")
+                .body(large),
+            same,
+        ),
         ("status 200", req("GET", format!("{p}/status/200")), same),
         ("status 201", req("GET", format!("{p}/status/201")), same),
         ("status 204", req("GET", format!("{p}/status/204")), same),
@@ -525,28 +609,114 @@ fn matrix() -> Vec<(&'static str, Req, Expect)> {
         ("status 418", req("GET", format!("{p}/status/418")), same),
         ("status 500", req("GET", format!("{p}/status/500")), same),
         ("status 503", req("GET", format!("{p}/status/503")), same),
-        ("redirect relative", req("GET", format!("{p}/relative-redirect/2")), same),
-        ("redirect-to relative", req("GET", format!("{p}/redirect-to?url=/httpbin/api/get&status_code=307")), same),
-        ("redirect absolute", req("GET", format!("{p}/absolute-redirect/2")), rewritten_location),
-        ("Accept-Encoding forwarded", req("GET", format!("{p}/headers")).header("Accept-Encoding", "gzip, deflate, br"), same),
-        ("gzip", req("GET", format!("{p}/gzip")).header("Accept-Encoding", "gzip, deflate, br"), encoded),
-        ("deflate", req("GET", format!("{p}/deflate")).header("Accept-Encoding", "gzip, deflate, br"), encoded),
-        ("brotli", req("GET", format!("{p}/brotli")).header("Accept-Encoding", "br"), same),
+        (
+            "redirect relative",
+            req("GET", format!("{p}/relative-redirect/2")),
+            same,
+        ),
+        (
+            "redirect-to relative",
+            req(
+                "GET",
+                format!("{p}/redirect-to?url=/httpbin/api/get&status_code=307"),
+            ),
+            same,
+        ),
+        (
+            "redirect absolute",
+            req("GET", format!("{p}/absolute-redirect/2")),
+            rewritten_location,
+        ),
+        (
+            "Accept-Encoding forwarded",
+            req("GET", format!("{p}/headers")).header("Accept-Encoding", "gzip, deflate, br"),
+            same,
+        ),
+        (
+            "gzip",
+            req("GET", format!("{p}/gzip")).header("Accept-Encoding", "gzip, deflate, br"),
+            encoded,
+        ),
+        (
+            "deflate",
+            req("GET", format!("{p}/deflate")).header("Accept-Encoding", "gzip, deflate, br"),
+            encoded,
+        ),
+        (
+            "brotli",
+            req("GET", format!("{p}/brotli")).header("Accept-Encoding", "br"),
+            same,
+        ),
         ("stream/5", req("GET", format!("{p}/stream/5")), same),
-        ("drip (delays)", req("GET", format!("{p}/drip?duration=1&numbytes=5&delay=0")), streamed),
+        (
+            "drip (delays)",
+            req("GET", format!("{p}/drip?duration=1&numbytes=5&delay=0")),
+            streamed,
+        ),
         // With `TE: trailers`: without it hyper's HTTP/1.1 server drops a response's trailers
         // (as RFC 9112 §7.1.2 lets a recipient that did not ask for them), and go-httpbin
         // sends Server-Timing as one.
-        ("sse", req("GET", format!("{p}/sse?count=3&duration=600ms")).header("Accept", "text/event-stream").header("TE", "trailers"), streamed),
-        ("response head 12 KiB", req("GET", format!("{p}/response-headers?X-Big={}", big(12 * 1024))), same),
-        ("response head 20 KiB", req("GET", format!("{p}/response-headers?X-Big={}", big(20 * 1024))), too_large),
-        ("300 response headers", req("GET", format!("{p}/response-headers?{many_headers}")), too_large),
-        ("trailers", req("GET", format!("{p}/trailers?X-Sum=abc&X-Other=1")).header("TE", "trailers"), same),
-        ("response-headers multi", req("GET", format!("{p}/response-headers?A=1&A=2&Cache-Control=no-store")), same),
-        ("cookies set", req("GET", format!("{p}/cookies/set?k=v&k2=v2")), same),
-        ("cookies sent", req("GET", format!("{p}/cookies")).header("Cookie", "a=1; b=2"), same),
-        ("range", req("GET", format!("{p}/range/100")).header("Range", "bytes=10-19"), same),
-        ("etag 304", req("GET", format!("{p}/etag/abc")).header("If-None-Match", "\"abc\""), same),
+        (
+            "sse",
+            req("GET", format!("{p}/sse?count=3&duration=600ms"))
+                .header("Accept", "text/event-stream")
+                .header("TE", "trailers"),
+            streamed,
+        ),
+        (
+            "response head 12 KiB",
+            req(
+                "GET",
+                format!("{p}/response-headers?X-Big={}", big(12 * 1024)),
+            ),
+            same,
+        ),
+        (
+            "response head 20 KiB",
+            req(
+                "GET",
+                format!("{p}/response-headers?X-Big={}", big(20 * 1024)),
+            ),
+            too_large,
+        ),
+        (
+            "300 response headers",
+            req("GET", format!("{p}/response-headers?{many_headers}")),
+            too_large,
+        ),
+        (
+            "trailers",
+            req("GET", format!("{p}/trailers?X-Sum=abc&X-Other=1")).header("TE", "trailers"),
+            same,
+        ),
+        (
+            "response-headers multi",
+            req(
+                "GET",
+                format!("{p}/response-headers?A=1&A=2&Cache-Control=no-store"),
+            ),
+            same,
+        ),
+        (
+            "cookies set",
+            req("GET", format!("{p}/cookies/set?k=v&k2=v2")),
+            same,
+        ),
+        (
+            "cookies sent",
+            req("GET", format!("{p}/cookies")).header("Cookie", "a=1; b=2"),
+            same,
+        ),
+        (
+            "range",
+            req("GET", format!("{p}/range/100")).header("Range", "bytes=10-19"),
+            same,
+        ),
+        (
+            "etag 304",
+            req("GET", format!("{p}/etag/abc")).header("If-None-Match", "\"abc\""),
+            same,
+        ),
     ]
 }
 
@@ -554,7 +724,10 @@ fn matrix() -> Vec<(&'static str, Req, Expect)> {
 async fn the_gateway_proxies_go_httpbin_as_a_client_sees_it_directly() {
     let stack = Stack::start();
     let mut failed = Vec::new();
-    println!("\n{:<32} {:<28} {:<28} verdict", "row", "direct", "through gateway");
+    println!(
+        "\n{:<32} {:<28} {:<28} verdict",
+        "row", "direct", "through gateway"
+    );
     for (name, r, expect) in matrix() {
         let (d, v) = stack.both(&r).await;
         let verdict = expect(&stack, &d, &v);
@@ -572,7 +745,12 @@ async fn the_gateway_proxies_go_httpbin_as_a_client_sees_it_directly() {
             failed.push(format!("{name}: {why}"));
         }
     }
-    assert!(failed.is_empty(), "{} rows differ:\n{}", failed.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} rows differ:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 /// `operator` is in `VX11_H2C_STREAMS` by default; its backend here is go-httpbin, which
@@ -587,7 +765,11 @@ async fn an_event_stream_to_a_backend_without_h2c_falls_back_to_http1_once() {
     for round in 0..4 {
         let direct = exchange(stack.operator.addr, &stack.token, &r).await;
         let via = exchange(stack.gateway.addr, &stack.token, &r).await;
-        println!("h2c fallback round {round}: direct {}, gateway {}", direct.summary(), via.summary());
+        println!(
+            "h2c fallback round {round}: direct {}, gateway {}",
+            direct.summary(),
+            via.summary()
+        );
         same(&stack, &direct, &via).unwrap_or_else(|why| panic!("round {round}: {why}"));
     }
     let logs = stack.gateway.logs();
@@ -608,7 +790,10 @@ async fn a_websocket_echo_works_through_the_gateway_as_directly() {
 
     let stack = Stack::start();
     let mut seen = Vec::new();
-    for (label, addr) in [("direct", stack.httpbin.addr), ("through gateway", stack.gateway.addr)] {
+    for (label, addr) in [
+        ("direct", stack.httpbin.addr),
+        ("through gateway", stack.gateway.addr),
+    ] {
         let mut request = format!("ws://{addr}/httpbin/api/websocket/echo")
             .into_client_request()
             .unwrap();
@@ -624,7 +809,10 @@ async fn a_websocket_echo_works_through_the_gateway_as_directly() {
             }
         };
         socket.send(Message::text("hello vx11")).await.unwrap();
-        socket.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+        socket
+            .send(Message::binary(vec![0u8, 1, 2, 255]))
+            .await
+            .unwrap();
         let mut echoed = Vec::new();
         for _ in 0..2 {
             let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
@@ -639,6 +827,9 @@ async fn a_websocket_echo_works_through_the_gateway_as_directly() {
         println!("websocket {label}: {outcome}");
         seen.push((label, outcome));
     }
-    assert_eq!(seen[0].1, seen[1].1, "direct vs through the gateway: {seen:?}");
+    assert_eq!(
+        seen[0].1, seen[1].1,
+        "direct vs through the gateway: {seen:?}"
+    );
     assert!(seen[0].1.starts_with("101"), "{seen:?}");
 }
