@@ -737,7 +737,7 @@ async fn the_gateway_proxies_go_httpbin_as_a_client_sees_it_directly() {
             d.summary(),
             v.summary(),
             match &verdict {
-                Ok(()) => "same".to_string(),
+                Ok(()) => "ok".to_string(),
                 Err(why) => format!("DIFFERS: {why}"),
             }
         );
