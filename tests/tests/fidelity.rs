@@ -745,6 +745,35 @@ async fn the_gateway_proxies_go_httpbin_as_a_client_sees_it_directly() {
             failed.push(format!("{name}: {why}"));
         }
     }
+    // The two heads over the limits are counted as their own kind, not as a backend down.
+    let metrics = reqwest::get(stack.gateway.metrics_url())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let too_large = metrics.lines().find(|l| {
+        l.starts_with("vx11_gateway_upstream_errors_total") && l.contains("response_too_large")
+    });
+    assert_eq!(
+        too_large.and_then(|l| l.rsplit(' ').next()),
+        Some("2"),
+        "{metrics}"
+    );
+    // The warn line names the module and limits, never a header's value. (The access line
+    // has the request's URI, whose query asked for the headers.)
+    let logs = stack.gateway.logs();
+    let warned: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("response head is over the limits"))
+        .collect();
+    assert_eq!(warned.len(), 2, "{logs}");
+    assert!(
+        warned
+            .iter()
+            .all(|l| !l.contains("vvvvvvvv") && !l.contains("H299")),
+        "a response header reached the log: {warned:?}"
+    );
     assert!(
         failed.is_empty(),
         "{} rows differ:\n{}",
