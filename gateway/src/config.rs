@@ -8,6 +8,7 @@ use vx11_service::{ServiceSettings, SettingError, parse_duration};
 
 use crate::forwarded::TrustedProxies;
 use crate::modules::{Modules, Upstream};
+use crate::proxy_settings::{ProxyArgs, ProxySettings, ProxySettingsError};
 use crate::upstream::MIN_STREAM_BUFFER_BYTES;
 
 /// vx11-gateway: the public entrypoint. Checks the token of every `/<module>/api/*` request
@@ -74,6 +75,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
+
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 }
 
 /// Checked settings.
@@ -92,6 +96,8 @@ pub struct Config {
     pub websocket: crate::tunnel::TunnelLimits,
     /// `VX11_TLS_DIR`; `None`: no TLS.
     pub tls_dir: Option<std::path::PathBuf>,
+    /// Response head limits, redirect rewriting, h2c fallbacks.
+    pub proxy: ProxySettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +116,8 @@ pub enum ConfigError {
     StreamBuffer { min: usize },
     #[error("{name} must be more than zero")]
     Zero { name: &'static str },
+    #[error(transparent)]
+    Proxy(#[from] ProxySettingsError),
     #[error(transparent)]
     Setting(#[from] SettingError),
 }
@@ -156,8 +164,10 @@ impl Config {
             .websocket
             .limits()
             .map_err(|name| ConfigError::Zero { name })?;
+        let proxy = ProxySettings::from_args(&args.proxy)?;
         Ok(Self {
             websocket,
+            proxy,
             workers: args.workers.unwrap_or_else(default_workers),
             addr: args.addr,
             service: args.service,
@@ -209,6 +219,15 @@ mod tests {
         assert_eq!(config.service.streams.buffer_bytes, 64 * 1024);
         assert_eq!(config.tls_dir, None);
         assert_eq!(config.service.listener.max_headers, 256);
+        assert_eq!(config.proxy.max_response_header_bytes, 16 * 1024);
+        assert_eq!(config.proxy.max_response_headers, 256);
+        assert!(config.proxy.rewrite_redirects);
+        assert!(
+            !parse(&["--proxy-redirect", "off"])
+                .unwrap()
+                .proxy
+                .rewrite_redirects
+        );
     }
 
     #[test]
@@ -233,6 +252,17 @@ mod tests {
         assert!(err.contains("VX11_WORKERS"), "{err}");
         let err = parse(&["--trusted-proxies", "10.0.0.0/40"]).unwrap_err();
         assert!(err.contains("VX11_TRUSTED_PROXIES"), "{err}");
+        for (flags, var) in [
+            (
+                ["--max-response-header-bytes", "4096"],
+                "VX11_MAX_RESPONSE_HEADER_BYTES",
+            ),
+            (["--max-response-headers", "0"], "VX11_MAX_RESPONSE_HEADERS"),
+            (["--proxy-redirect", "on"], "VX11_PROXY_REDIRECT"),
+        ] {
+            let err = parse(&flags).unwrap_err();
+            assert!(err.contains(var), "{err}");
+        }
         let err = parse(&["--stream-buffer-bytes", "1024"]).unwrap_err();
         assert!(err.contains("VX11_STREAM_BUFFER_BYTES"), "{err}");
     }
@@ -261,6 +291,9 @@ mod tests {
             "VX11_WEBSOCKET_MAX_FRAME_BYTES",
             "VX11_TLS_DIR",
             "VX11_MAX_HEADERS",
+            "VX11_MAX_RESPONSE_HEADER_BYTES",
+            "VX11_MAX_RESPONSE_HEADERS",
+            "VX11_PROXY_REDIRECT",
         ] {
             assert!(help.contains(var), "{var} missing from --help");
         }

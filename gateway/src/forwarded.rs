@@ -1,13 +1,48 @@
-//! `X-Forwarded-For`: the client addresses a request passed through. A client can write
-//! anything there, so the header it sends is believed only from a peer configured as a
-//! proxy in front of the gateway (`VX11_TRUSTED_PROXIES`); from any other peer it is
-//! replaced by the peer's own address.
+//! `X-Forwarded-For`, `-Proto` and `-Host`: the client addresses a request passed through,
+//! the scheme and the host the client used. A client can write anything there, so what it
+//! sends is believed only from a peer configured as a proxy in front of the gateway
+//! (`VX11_TRUSTED_PROXIES`): its `X-Forwarded-For` lines are kept (joined, in order) and the
+//! peer's address appended, its `X-Forwarded-Proto` and `X-Forwarded-Host` kept when present.
+//! From any other peer they are replaced by what the gateway saw: the peer's address, the
+//! connection's scheme ([`ClientScheme`]) and the request's `Host`.
 
 use std::net::IpAddr;
 
 use axum::http::header::{HeaderMap, HeaderName, HeaderValue};
+use vx11_service::ClientScheme;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// What the gateway saw of a request's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    pub peer: Option<IpAddr>,
+    pub scheme: ClientScheme,
+    /// The request's `Host` (HTTP/1.1) or `:authority` (HTTP/2).
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Sets the request's `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` for the
+/// backend (see the module's doc).
+pub fn set_forwarded(headers: &mut HeaderMap, seen: Seen<'_>, proxies: &TrustedProxies) {
+    let trusted = seen.peer.is_some_and(|peer| proxies.trusts(peer));
+    set_forwarded_for(headers, seen.peer, proxies);
+    for (name, ours) in [
+        (
+            X_FORWARDED_PROTO,
+            Some(HeaderValue::from_static(seen.scheme.as_str())),
+        ),
+        (X_FORWARDED_HOST, seen.host.cloned()),
+    ] {
+        let theirs = trusted.then(|| headers.get(&name).cloned()).flatten();
+        headers.remove(&name);
+        if let Some(value) = theirs.or(ours) {
+            headers.insert(name, value);
+        }
+    }
+}
 
 /// The peers whose `X-Forwarded-For` is kept (and appended to): IPs and CIDR ranges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -199,5 +234,46 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         set_forwarded_for(&mut h, None, &proxies);
         assert!(!h.contains_key("x-forwarded-for"));
+    }
+
+    #[test]
+    fn proto_and_host_are_the_gateways_unless_a_trusted_proxy_set_them() {
+        let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let host = HeaderValue::from_static("gw.example:8000");
+        let spoofed = || {
+            let mut h = HeaderMap::new();
+            h.append("x-forwarded-proto", HeaderValue::from_static("https"));
+            h.append("x-forwarded-proto", HeaderValue::from_static("ftp"));
+            h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+            h
+        };
+        let seen = |peer| Seen {
+            peer: Some(ip(peer)),
+            scheme: ClientScheme::Http,
+            host: Some(&host),
+        };
+
+        let mut h = spoofed();
+        set_forwarded(&mut h, seen("203.0.113.9"), &proxies);
+        assert_eq!(h.get_all("x-forwarded-proto").iter().count(), 1);
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "gw.example:8000");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+
+        let mut h = spoofed();
+        set_forwarded(&mut h, seen("10.1.1.1"), &proxies);
+        assert_eq!(h.get_all("x-forwarded-proto").iter().count(), 1);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "evil.example");
+
+        let mut h = HeaderMap::new();
+        let https = Seen {
+            scheme: ClientScheme::Https,
+            ..seen("10.1.1.1")
+        };
+        set_forwarded(&mut h, https, &proxies);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "gw.example:8000");
+        assert_eq!(h["x-forwarded-for"], "10.1.1.1");
     }
 }

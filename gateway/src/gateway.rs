@@ -29,6 +29,8 @@ pub struct Gateway {
     pub stream_slots: Arc<StreamSlots>,
     /// Peers whose `X-Forwarded-For` is kept (`VX11_TRUSTED_PROXIES`).
     pub trusted_proxies: TrustedProxies,
+    /// `VX11_PROXY_REDIRECT=default`: backend URLs in `Location`/`Refresh` rewritten.
+    pub rewrite_redirects: bool,
     pub metrics: Arc<GatewayMetrics>,
     /// `VX11_WEBSOCKET_*`: a WebSocket tunnel's limits.
     pub websocket: crate::tunnel::TunnelLimits,
@@ -54,12 +56,14 @@ impl Gateway {
                 config.upstream_connect_timeout,
                 config.upstream_timeout,
                 config.service.streams.buffer_bytes,
+                &config.proxy,
             ),
             upstream_idle_timeout: config.upstream_idle_timeout,
             max_body_bytes: config.max_body_bytes,
             streams: config.service.streams.clone(),
             stream_slots,
             trusted_proxies: config.trusted_proxies.clone(),
+            rewrite_redirects: config.proxy.rewrite_redirects,
             metrics,
             websocket: config.websocket,
             shutdown,

@@ -74,7 +74,7 @@ impl GatewayMetrics {
         );
         registry.register(
             "vx11_gateway_upstream_errors",
-            "Requests a backend did not answer, by module and kind (unavailable, timeout)",
+            "Requests a backend did not answer, by module and kind (unavailable, timeout, response_too_large)",
             metrics.upstream_errors.clone(),
         );
         registry.register(

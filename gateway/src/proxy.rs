@@ -1,8 +1,9 @@
 //! The third step of `/<module>/api/*`, for a module that is on: the request made ready for
 //! the backend, unchanged in what matters (method, path, query, body, the token as
-//! presented; hop-by-hop headers dropped, `X-Forwarded-*` set, the body limited), handed
-//! to [`crate::upstream`], and the response head made ready for the client, its body
-//! streamed back through [`crate::body`]. Refused here, before any backend hears of them:
+//! presented; hop-by-hop headers dropped, `TE: trailers` kept, `X-Forwarded-*` set, the
+//! body limited), handed to [`crate::upstream`], and the response head made ready for the
+//! client (hop-by-hop headers dropped, backend URLs in `Location`/`Refresh` rewritten:
+//! [`crate::redirect`]), its body and trailers streamed back through [`crate::body`]. Refused here, before any backend hears of them:
 //! an ambiguous `Host`, a path a backend could read as another ([`crate::safe_path`]), a
 //! head over the backend's HTTP/2 limit ([`crate::head`]), and an event stream over the
 //! stream caps.
@@ -11,33 +12,38 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::header::{self, HeaderMap, HeaderName};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use vx11_service::{
-    ApiError, Authenticated, ErrorCode, StreamRefusal, StreamSlot, content_length,
+    ApiError, Authenticated, ClientScheme, ErrorCode, StreamRefusal, StreamSlot, content_length,
     drain_refused_body, expects_continue,
 };
 
 use crate::body::{OpenStream, ProxiedBody, StreamParts};
 use crate::client_body::ClientBody;
-use crate::forwarded::set_forwarded_for;
+use crate::forwarded::{Seen, set_forwarded};
 use crate::gateway::Gateway;
 use crate::head::{BACKEND_MAX_HEADER_LIST_SIZE, ambiguous_host, over_backend_h2_limit};
 use crate::metrics::RefusalLabel;
 use crate::modules::Module;
+use crate::redirect::rewrite_redirects;
 use crate::safe_path;
 use crate::upstream::NotSent;
 use crate::websocket;
 
-/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
+/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1, and
+/// the old `Proxy-Connection`; `Proxy-Authenticate`/`-Authorization` are for the proxy
+/// in front). `TE` is dropped too, but for its `trailers`, which says the client takes
+/// trailers: it is sent on, as hyper's HTTP/1.1 server and a backend's both need it to
+/// send trailers. `Trailer` (the names of the trailer fields) is end-to-end and kept.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
     "proxy-authorization",
+    "proxy-connection",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
 ];
@@ -86,28 +92,41 @@ pub async fn forward(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    let scheme = parts
+        .extensions
+        .get::<ClientScheme>()
+        .copied()
+        .unwrap_or_default();
+    // The host as the client used it: `Host`, or an HTTP/2 request's `:authority`.
+    let host = parts.headers.remove(header::HOST).or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let takes_trailers = te_has_trailers(&parts.headers);
     let upgrade = websocket::take_upgrade(&mut parts);
     strip_hop_by_hop(&mut parts.headers);
     if let Some(upgrade) = &upgrade {
         upgrade.restore_headers(&mut parts.headers);
     }
-    // HTTP/2 carries the host as `:authority` (in the URI), without a `Host` header.
-    let host = parts.headers.remove(header::HOST).or_else(|| {
-        let authority = parts.uri.authority()?;
-        axum::http::HeaderValue::from_str(authority.as_str()).ok()
-    });
-    if let Some(host) = host {
+    if takes_trailers {
         parts
             .headers
-            .insert(HeaderName::from_static("x-forwarded-host"), host);
+            .insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    set_forwarded_for(&mut parts.headers, peer, &gateway.trusted_proxies);
+    let seen = Seen {
+        peer,
+        scheme,
+        host: host.as_ref(),
+    };
+    set_forwarded(&mut parts.headers, seen, &gateway.trusted_proxies);
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     parts.extensions.clear();
 
     let asks_for_stream = accepts_event_stream(&parts.headers) && upgrade.is_none();
-    let over_h2c = module.streams_over_h2c && asks_for_stream;
+    let over_h2c = asks_for_stream && gateway.upstreams.streams_over_h2c(module);
     if over_h2c && over_backend_h2_limit(&parts.method, &parts.uri, &parts.headers) {
         return refuse(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -156,6 +175,16 @@ pub async fn forward(
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     strip_hop_by_hop(&mut parts.headers);
+    if gateway.rewrite_redirects
+        && let Some(host) = &host
+    {
+        rewrite_redirects(
+            &mut parts.headers,
+            module.upstream.authority(),
+            scheme,
+            host,
+        );
+    }
     // The client is spoken to in HTTP/1.1, whatever the backend connection was.
     parts.version = Version::HTTP_11;
     if let Some(upgrade) = upgrade
@@ -243,6 +272,22 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
+/// `TE` lists `trailers`.
+fn te_has_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        })
+}
+
 /// Removes hop-by-hop headers, those the `Connection` header names included.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -274,6 +319,9 @@ mod tests {
         );
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("te", HeaderValue::from_static("trailers, deflate"));
+        h.insert("trailer", HeaderValue::from_static("x-checksum"));
         h.insert(
             "x-vx11-token",
             HeaderValue::from_static("vx11-operator-test-token"),
@@ -281,7 +329,8 @@ mod tests {
         h.insert("authorization", HeaderValue::from_static("Bearer x"));
         strip_hop_by_hop(&mut h);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(names.len(), 3, "{names:?}");
         assert!(h.contains_key("x-vx11-token") && h.contains_key("authorization"));
+        assert!(h.contains_key("trailer"));
     }
 }

@@ -12,17 +12,28 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use vx11_service::{ApiError, ErrorCode};
 
+use std::sync::Arc;
+
+use http_body::Body as _;
+
 use crate::client_body::{BodyFailure, BodyOutcome};
 use crate::connect::BackendConnector;
+use crate::h2c_fallback::{H2cFallbacks, answers_http1, is_not_h2c};
 use crate::metrics::{GatewayMetrics, ModuleLabel, UpstreamErrorLabels};
 use crate::modules::Module;
+use crate::proxy_settings::ProxySettings;
+use crate::response_limits::{ResponseLimits, is_response_too_large};
 
 pub type UpstreamClient = Client<BackendConnector, Body>;
 
-/// Read buffer of a backend connection, and so the largest response head a backend may
-/// send (nginx's `proxy_buffer_size` is 4 or 8 KiB). hyper's default buffer grows to 16 KiB
-/// and more after one large read (an SSE replay) and keeps that size for the life of the
-/// connection: ~13 KiB more RSS per open event stream (measured with `vx11-bench sse`).
+/// The read buffer a backend connection starts with (hyper's smallest): the largest
+/// response head a backend may send is `VX11_MAX_RESPONSE_HEADER_BYTES`
+/// ([`crate::proxy_settings`], default 16 KiB), which is also what the buffer may grow to.
+/// hyper's own default lets it grow to ~400 KiB after one large read (an SSE replay) and
+/// keeps that size for the life of the connection; at 8 KiB an open event stream over
+/// HTTP/1.1 cost ~13 KiB less RSS than at hyper's default (measured with `vx11-bench sse`),
+/// and the 16 KiB default allows up to 8 KiB more per such connection once it has read a
+/// large frame.
 pub const UPSTREAM_READ_BUFFER: usize = 8 * 1024;
 
 /// The largest HTTP/2 frame a backend sends the gateway (h2's default
@@ -50,12 +61,19 @@ pub fn h2c_stream_window(buffer_bytes: usize) -> u32 {
 /// streams, each capped by its stream window, never stop the others (h2's maximum).
 pub const H2C_CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 
-/// A pooled HTTP/1.1 client with keep-alive to the backends.
-pub fn upstream_client(connect_timeout: Duration, response_timeout: Duration) -> UpstreamClient {
+/// A pooled HTTP/1.1 client with keep-alive to the backends; response heads up to
+/// `max_head_bytes` and `max_headers` fields.
+pub fn upstream_client(
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    max_head_bytes: usize,
+    max_headers: usize,
+) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(4096)
-        .http1_max_buf_size(UPSTREAM_READ_BUFFER)
+        .http1_max_buf_size(max_head_bytes.max(UPSTREAM_READ_BUFFER))
+        .http1_max_headers(max_headers)
         .build(BackendConnector::new(connect_timeout, response_timeout))
 }
 
@@ -66,8 +84,10 @@ pub fn stream_client(
     connect_timeout: Duration,
     response_timeout: Duration,
     stream_window: u32,
+    max_head_bytes: u32,
 ) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
+        .http2_max_header_list_size(max_head_bytes)
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .http2_only(true)
@@ -87,6 +107,10 @@ pub struct Upstreams {
     pub stream_client: UpstreamClient,
     /// Time allowed for a response head (`VX11_UPSTREAM_TIMEOUT`).
     pub timeout: Duration,
+    /// `VX11_MAX_RESPONSE_HEADER_BYTES`, `VX11_MAX_RESPONSE_HEADERS`, for the answer.
+    limits: ResponseLimits,
+    /// Backends that do not speak h2c (shared by all workers).
+    h2c_fallbacks: Arc<H2cFallbacks>,
 }
 
 /// Why a request got no response from its backend.
@@ -103,16 +127,39 @@ pub enum NotSent {
 
 impl Upstreams {
     /// `stream_buffer_bytes`: `VX11_STREAM_BUFFER_BYTES`, which sets the h2c stream window.
-    pub fn new(connect_timeout: Duration, timeout: Duration, stream_buffer_bytes: usize) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        timeout: Duration,
+        stream_buffer_bytes: usize,
+        proxy: &ProxySettings,
+    ) -> Self {
+        let limits = ResponseLimits {
+            header_bytes: proxy.max_response_header_bytes,
+            headers: proxy.max_response_headers,
+        };
         Self {
-            client: upstream_client(connect_timeout, timeout),
+            client: upstream_client(
+                connect_timeout,
+                timeout,
+                limits.header_bytes,
+                limits.headers,
+            ),
             stream_client: stream_client(
                 connect_timeout,
                 timeout,
                 h2c_stream_window(stream_buffer_bytes),
+                u32::try_from(limits.header_bytes).unwrap_or(u32::MAX),
             ),
             timeout,
+            limits,
+            h2c_fallbacks: proxy.h2c_fallbacks.clone(),
         }
+    }
+
+    /// `module`'s event streams go over h2c: it is in `VX11_H2C_STREAMS` and its backend
+    /// was not found to speak only HTTP/1.1.
+    pub fn streams_over_h2c(&self, module: &Module) -> bool {
+        module.streams_over_h2c && !self.h2c_fallbacks.falls_back(&module.upstream.url)
     }
 
     /// Sends `request` to `module`'s backend (an event stream of a module with
@@ -127,13 +174,54 @@ impl Upstreams {
         over_h2c: bool,
         metrics: &GatewayMetrics,
     ) -> Result<hyper::Response<Incoming>, NotSent> {
-        let client = if over_h2c {
-            &self.stream_client
-        } else {
-            &self.client
-        };
         let started = Instant::now();
-        match tokio::time::timeout(self.timeout, client.request(request)).await {
+        let mut request = request;
+        let mut over_h2c = over_h2c;
+        let outcome = loop {
+            // A request without a body can be sent again over HTTP/1.1 if h2c fails.
+            let replay = (over_h2c && request.body().is_end_stream()).then(|| {
+                let mut copy = hyper::Request::new(Body::empty());
+                *copy.method_mut() = request.method().clone();
+                *copy.uri_mut() = request.uri().clone();
+                *copy.headers_mut() = request.headers().clone();
+                copy
+            });
+            let client = if over_h2c {
+                &self.stream_client
+            } else {
+                &self.client
+            };
+            let outcome = tokio::time::timeout(
+                self.timeout.saturating_sub(started.elapsed()),
+                client.request(request),
+            )
+            .await;
+            match outcome {
+                Ok(Err(error))
+                    if over_h2c
+                        && !is_response_too_large(&error)
+                        && (is_not_h2c(&error)
+                            || answers_http1(module.upstream.authority().as_str()).await) =>
+                {
+                    if self.h2c_fallbacks.remember(&module.upstream.url) {
+                        tracing::warn!(
+                            module = %module.name,
+                            backend = %module.upstream.url,
+                            "the backend does not speak h2c (HTTP/2 without TLS): its event streams go over HTTP/1.1 from now on; remove the module from VX11_H2C_STREAMS to say so"
+                        );
+                    }
+                    match replay {
+                        Some(replay) => {
+                            request = replay;
+                            over_h2c = false;
+                        }
+                        None => break Ok(Err(error)),
+                    }
+                }
+                other => break other,
+            }
+        };
+        match outcome {
             Ok(Ok(response)) => {
                 metrics
                     .upstream_seconds
@@ -148,6 +236,17 @@ impl Upstreams {
                     Some(BodyFailure::TooLarge) => return Err(NotSent::BodyTooLarge),
                     Some(BodyFailure::Invalid) => return Err(NotSent::InvalidBody),
                     None => {}
+                }
+                if is_response_too_large(&error) {
+                    count_error(metrics, module, "response_too_large");
+                    tracing::warn!(
+                        module = %module.name,
+                        backend = %module.upstream.url,
+                        max_response_header_bytes = self.limits.header_bytes,
+                        max_response_headers = self.limits.headers,
+                        "backend's response head is over the limits: answered 502"
+                    );
+                    return Err(NotSent::Refused(self.limits.too_large(module)));
                 }
                 count_error(metrics, module, "unavailable");
                 tracing::warn!(

@@ -36,6 +36,9 @@ pub enum ErrorCode {
     BackendUnavailable,
     /// 504: the backend sent no response head in time.
     BackendTimeout,
+    /// 502: the backend's response head is over the gateway's limits
+    /// (`VX11_MAX_RESPONSE_HEADER_BYTES`, `VX11_MAX_RESPONSE_HEADERS`).
+    UpstreamResponseTooLarge,
     /// 400: the request body could not be read.
     InvalidBody,
     /// 415.
@@ -84,6 +87,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::BackendUnavailable => "backend_unavailable",
             ErrorCode::BackendTimeout => "backend_timeout",
+            ErrorCode::UpstreamResponseTooLarge => "upstream_response_too_large",
             ErrorCode::InvalidBody => "invalid_body",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::InvalidJson => "invalid_json",
