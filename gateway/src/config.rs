@@ -6,8 +6,10 @@ use std::time::Duration;
 use clap::Parser;
 use vx11_service::{ServiceSettings, SettingError, parse_duration};
 
+use crate::cors::{Cors, CorsArgs, CorsError};
 use crate::forwarded::TrustedProxies;
 use crate::modules::{Modules, Upstream};
+use crate::outage::OutageArgs;
 use crate::upstream::MIN_STREAM_BUFFER_BYTES;
 
 /// vx11-gateway: the public entrypoint. Checks the token of every `/<module>/api/*` request
@@ -68,6 +70,12 @@ pub struct Args {
     /// peer the header is replaced by the peer's address. Empty: no peer is trusted.
     #[arg(long, env = "VX11_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+
+    #[command(flatten)]
+    pub cors: CorsArgs,
+
+    #[command(flatten)]
+    pub outage: OutageArgs,
 }
 
 /// Checked settings.
@@ -83,6 +91,10 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub workers: usize,
     pub trusted_proxies: TrustedProxies,
+    /// `VX11_CORS_*`: cross-origin pages (off by default).
+    pub cors: Cors,
+    /// `VX11_STREAM_RETRY`: the `retry:` of the outage stream (`crate::outage`).
+    pub stream_retry: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +113,8 @@ pub enum ConfigError {
     StreamBuffer { min: usize },
     #[error("{name} must be more than zero")]
     Zero { name: &'static str },
+    #[error(transparent)]
+    Cors(#[from] CorsError),
     #[error(transparent)]
     Setting(#[from] SettingError),
 }
@@ -121,6 +135,7 @@ impl Config {
             ),
             ("VX11_UPSTREAM_TIMEOUT", args.upstream_timeout),
             ("VX11_UPSTREAM_IDLE_TIMEOUT", args.upstream_idle_timeout),
+            ("VX11_STREAM_RETRY", args.outage.stream_retry),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero { name });
@@ -153,6 +168,8 @@ impl Config {
             upstream_idle_timeout: args.upstream_idle_timeout,
             max_body_bytes: args.max_body_bytes,
             trusted_proxies,
+            cors: Cors::from_args(&args.cors)?,
+            stream_retry: args.outage.stream_retry,
         })
     }
 }
@@ -192,6 +209,8 @@ mod tests {
         assert!(!config.modules.get("madre").unwrap().streams_over_h2c);
         assert!(config.trusted_proxies.is_empty());
         assert_eq!(config.service.streams.buffer_bytes, 64 * 1024);
+        assert!(!config.cors.is_on());
+        assert_eq!(config.stream_retry, Duration::from_secs(3));
     }
 
     #[test]
@@ -216,6 +235,20 @@ mod tests {
         assert!(err.contains("VX11_WORKERS"), "{err}");
         let err = parse(&["--trusted-proxies", "10.0.0.0/40"]).unwrap_err();
         assert!(err.contains("VX11_TRUSTED_PROXIES"), "{err}");
+        let err = parse(&[
+            "--cors-allowed-origins",
+            "*",
+            "--cors-allow-credentials",
+            "true",
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("VX11_CORS_ALLOWED_ORIGINS")
+                && err.contains("VX11_CORS_ALLOW_CREDENTIALS"),
+            "{err}"
+        );
+        let err = parse(&["--stream-retry", "0s"]).unwrap_err();
+        assert!(err.contains("VX11_STREAM_RETRY"), "{err}");
         let err = parse(&["--stream-buffer-bytes", "1024"]).unwrap_err();
         assert!(err.contains("VX11_STREAM_BUFFER_BYTES"), "{err}");
     }
@@ -240,6 +273,13 @@ mod tests {
             "VX11_STREAM_BUFFER_BYTES",
             "VX11_MAX_STREAMS",
             "VX11_MAX_STREAMS_PER_TOKEN",
+            "VX11_CORS_ALLOWED_ORIGINS",
+            "VX11_CORS_ALLOWED_METHODS",
+            "VX11_CORS_ALLOWED_HEADERS",
+            "VX11_CORS_ALLOW_CREDENTIALS",
+            "VX11_CORS_MAX_AGE",
+            "VX11_CORS_EXPOSE_HEADERS",
+            "VX11_STREAM_RETRY",
         ] {
             assert!(help.contains(var), "{var} missing from --help");
         }

@@ -9,6 +9,7 @@ use vx11_service::{Shutdown, StreamLimits, StreamSlots};
 use vx11_tokenset::TokenStore;
 
 use crate::config::Config;
+use crate::cors::Cors;
 use crate::forwarded::TrustedProxies;
 use crate::metrics::GatewayMetrics;
 use crate::modules::{Modules, PolicyMode};
@@ -32,6 +33,10 @@ pub struct Gateway {
     pub metrics: Arc<GatewayMetrics>,
     pub shutdown: Shutdown,
     pub tokens_dir: String,
+    /// `VX11_CORS_*`: preflights and the `Access-Control-*` headers of answers.
+    pub cors: Cors,
+    /// `VX11_STREAM_RETRY`: what the outage stream asks EventSource to wait.
+    pub stream_retry: Duration,
 }
 
 impl Gateway {
@@ -61,6 +66,8 @@ impl Gateway {
             metrics,
             shutdown,
             tokens_dir: config.service.tokens_dir.display().to_string(),
+            cors: config.cors.clone(),
+            stream_retry: config.stream_retry,
         }
     }
 }

@@ -9,19 +9,23 @@
 //! share), [`modules`] (the routing table), [`config`], [`metrics`], [`workers`]. What
 //! the proxy refuses or rewrites: [`safe_path`], [`head`] (`Host`, HTTP/2 header list
 //! size), [`forwarded`] (`X-Forwarded-For`); what it bounds: [`client_body`] (the request
-//! body), [`pacing`] (an event stream's bytes in flight to its client).
+//! body), [`pacing`] (an event stream's bytes in flight to its client). For browsers:
+//! [`cors`] (preflights and `Access-Control-*`), [`outage`] (an event stream's answer
+//! while its backend is down).
 
 pub mod body;
 pub mod check;
 pub mod client_body;
 pub mod config;
 pub mod connect;
+pub mod cors;
 pub mod dispatch;
 pub mod forwarded;
 pub mod gateway;
 pub mod head;
 pub mod metrics;
 pub mod modules;
+pub mod outage;
 pub mod pacing;
 pub mod proxy;
 pub mod safe_path;
