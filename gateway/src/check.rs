@@ -21,6 +21,9 @@ use crate::proxy;
 /// The route label of a request to a module that is not routed (bounded, unlike the path).
 const UNKNOWN_MODULE_ROUTE: &str = "/{module}/api/*";
 
+/// The route label of a CORS preflight to a path outside `/<module>/api/*`.
+const PREFLIGHT_ROUTE: &str = "preflight";
+
 /// What `/<name>/api/*` names, as dispatch found it.
 #[derive(Debug)]
 pub enum Target {
@@ -52,6 +55,31 @@ pub async fn module_api(
     )
     .await;
     // Responses are built here; nothing downstream reads extensions.
+    response.extensions_mut().clear();
+    Ok(response)
+}
+
+/// A CORS preflight ([`crate::cors`]): answered here, without a token and without any
+/// backend; counted and logged under the module's route (`target`), or `preflight` for a
+/// path that names no module.
+pub async fn preflight(
+    gateway: Arc<Gateway>,
+    target: Option<Target>,
+    request: Request,
+) -> Result<Response, Infallible> {
+    let route = match &target {
+        Some(Target::Module(module)) => module.route,
+        Some(Target::Unknown(_)) => UNKNOWN_MODULE_ROUTE,
+        None => PREFLIGHT_ROUTE,
+    };
+    let shared: &Gateway = &gateway;
+    let mut response = with_access_line(
+        &shared.metrics.http,
+        Cow::Borrowed(route),
+        request,
+        move |request| async move { shared.cors.preflight(request.headers()) },
+    )
+    .await;
     response.extensions_mut().clear();
     Ok(response)
 }

@@ -6,8 +6,10 @@ use std::time::Duration;
 use clap::Parser;
 use vx11_service::{ServiceSettings, SettingError, parse_duration};
 
+use crate::cors::{Cors, CorsArgs, CorsError};
 use crate::forwarded::TrustedProxies;
 use crate::modules::{Modules, Upstream};
+use crate::outage::OutageArgs;
 use crate::proxy_settings::{ProxyArgs, ProxySettings, ProxySettingsError};
 use crate::upstream::MIN_STREAM_BUFFER_BYTES;
 
@@ -78,6 +80,12 @@ pub struct Args {
 
     #[command(flatten)]
     pub proxy: ProxyArgs,
+
+    #[command(flatten)]
+    pub cors: CorsArgs,
+
+    #[command(flatten)]
+    pub outage: OutageArgs,
 }
 
 /// Checked settings.
@@ -98,6 +106,10 @@ pub struct Config {
     pub tls_dir: Option<std::path::PathBuf>,
     /// Response head limits, redirect rewriting, h2c fallbacks.
     pub proxy: ProxySettings,
+    /// `VX11_CORS_*`: cross-origin pages (off by default).
+    pub cors: Cors,
+    /// `VX11_STREAM_RETRY`: the `retry:` of the outage stream (`crate::outage`).
+    pub stream_retry: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +131,8 @@ pub enum ConfigError {
     #[error(transparent)]
     Proxy(#[from] ProxySettingsError),
     #[error(transparent)]
+    Cors(#[from] CorsError),
+    #[error(transparent)]
     Setting(#[from] SettingError),
 }
 
@@ -138,6 +152,7 @@ impl Config {
             ),
             ("VX11_UPSTREAM_TIMEOUT", args.upstream_timeout),
             ("VX11_UPSTREAM_IDLE_TIMEOUT", args.upstream_idle_timeout),
+            ("VX11_STREAM_RETRY", args.outage.stream_retry),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero { name });
@@ -178,6 +193,8 @@ impl Config {
             max_body_bytes: args.max_body_bytes,
             trusted_proxies,
             tls_dir: args.tls.dir().map(std::path::Path::to_path_buf),
+            cors: Cors::from_args(&args.cors)?,
+            stream_retry: args.outage.stream_retry,
         })
     }
 }
@@ -228,6 +245,8 @@ mod tests {
                 .proxy
                 .rewrite_redirects
         );
+        assert!(!config.cors.is_on());
+        assert_eq!(config.stream_retry, Duration::from_secs(3));
     }
 
     #[test]
@@ -263,6 +282,20 @@ mod tests {
             let err = parse(&flags).unwrap_err();
             assert!(err.contains(var), "{err}");
         }
+        let err = parse(&[
+            "--cors-allowed-origins",
+            "*",
+            "--cors-allow-credentials",
+            "true",
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("VX11_CORS_ALLOWED_ORIGINS")
+                && err.contains("VX11_CORS_ALLOW_CREDENTIALS"),
+            "{err}"
+        );
+        let err = parse(&["--stream-retry", "0s"]).unwrap_err();
+        assert!(err.contains("VX11_STREAM_RETRY"), "{err}");
         let err = parse(&["--stream-buffer-bytes", "1024"]).unwrap_err();
         assert!(err.contains("VX11_STREAM_BUFFER_BYTES"), "{err}");
     }
@@ -294,6 +327,13 @@ mod tests {
             "VX11_MAX_RESPONSE_HEADER_BYTES",
             "VX11_MAX_RESPONSE_HEADERS",
             "VX11_PROXY_REDIRECT",
+            "VX11_CORS_ALLOWED_ORIGINS",
+            "VX11_CORS_ALLOWED_METHODS",
+            "VX11_CORS_ALLOWED_HEADERS",
+            "VX11_CORS_ALLOW_CREDENTIALS",
+            "VX11_CORS_MAX_AGE",
+            "VX11_CORS_EXPOSE_HEADERS",
+            "VX11_STREAM_RETRY",
         ] {
             assert!(help.contains(var), "{var} missing from --help");
         }

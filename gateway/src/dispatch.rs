@@ -5,7 +5,9 @@
 //! CPU per proxied request (`docs/BENCHMARKS.md`).
 //!
 //! A request's way: dispatch → check → proxy → upstream → body, and back only as the
-//! response.
+//! response. CORS preflights stop here (answered by [`crate::cors`], logged and counted by
+//! [`check::preflight`]); with CORS on, every answer gets its `Access-Control-*` headers
+//! here on the way back.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,6 +23,7 @@ use tower::Service;
 use vx11_service::{ApiError, access_log, health_routes};
 
 use crate::check::{self, Target};
+use crate::cors::Cors;
 use crate::gateway::Gateway;
 
 /// The gateway's routes: `/health`, `/ready`, `/<module>/api[/*]` behind the token check,
@@ -65,16 +68,31 @@ impl Service<Request> for GatewayService {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        match module_of(request.uri().path()) {
-            Some(name) => {
-                let target = match self.gateway.modules.get(name) {
-                    Some(module) => Target::Module(module.clone()),
-                    None => Target::Unknown(name.into()),
-                };
-                Box::pin(check::module_api(self.gateway.clone(), target, request))
-            }
-            None => Box::pin(self.other.call(request)),
+        let target =
+            module_of(request.uri().path()).map(|name| match self.gateway.modules.get(name) {
+                Some(module) => Target::Module(module.clone()),
+                None => Target::Unknown(name.into()),
+            });
+        // CORS preflights are the gateway's, whatever the path: no token, no backend.
+        if Cors::is_preflight(request.method(), request.headers()) {
+            return Box::pin(check::preflight(self.gateway.clone(), target, request));
         }
+        // `None`: CORS is off; `Some(None)`: no allowed `Origin`.
+        let cors = &self.gateway.cors;
+        let origin = cors.is_on().then(|| cors.allowed_origin(request.headers()));
+        let answer: Self::Future = match target {
+            Some(target) => Box::pin(check::module_api(self.gateway.clone(), target, request)),
+            None => Box::pin(self.other.call(request)),
+        };
+        let Some(origin) = origin else {
+            return answer;
+        };
+        let gateway = self.gateway.clone();
+        Box::pin(async move {
+            let mut response = answer.await?;
+            gateway.cors.decorate(&mut response, origin);
+            Ok(response)
+        })
     }
 }
 

@@ -9,6 +9,7 @@ use vx11_service::{Shutdown, StreamLimits, StreamSlots};
 use vx11_tokenset::TokenStore;
 
 use crate::config::Config;
+use crate::cors::Cors;
 use crate::forwarded::TrustedProxies;
 use crate::metrics::GatewayMetrics;
 use crate::modules::{Modules, PolicyMode};
@@ -36,6 +37,10 @@ pub struct Gateway {
     pub websocket: crate::tunnel::TunnelLimits,
     pub shutdown: Shutdown,
     pub tokens_dir: String,
+    /// `VX11_CORS_*`: preflights and the `Access-Control-*` headers of answers.
+    pub cors: Cors,
+    /// `VX11_STREAM_RETRY`: what the outage stream asks EventSource to wait.
+    pub stream_retry: Duration,
 }
 
 impl Gateway {
@@ -68,6 +73,8 @@ impl Gateway {
             websocket: config.websocket,
             shutdown,
             tokens_dir: config.service.tokens_dir.display().to_string(),
+            cors: config.cors.clone(),
+            stream_retry: config.stream_retry,
         }
     }
 }

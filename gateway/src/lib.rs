@@ -11,13 +11,15 @@
 //! size), [`forwarded`] (`X-Forwarded-For`); what it bounds: [`client_body`] (the request
 //! body), [`pacing`] (an event stream's bytes in flight to its client). WebSocket upgrades:
 //! [`websocket`] (the upgrade and the tunnel's life), [`tunnel`] (its bytes),
-//! [`frame_guard`] (its frame sizes).
+//! [`frame_guard`] (its frame sizes). For browsers: [`cors`] (preflights and
+//! `Access-Control-*`), [`outage`] (an event stream's answer while its backend is down).
 
 pub mod body;
 pub mod check;
 pub mod client_body;
 pub mod config;
 pub mod connect;
+pub mod cors;
 pub mod dispatch;
 pub mod forwarded;
 pub mod frame_guard;
@@ -26,6 +28,7 @@ pub mod h2c_fallback;
 pub mod head;
 pub mod metrics;
 pub mod modules;
+pub mod outage;
 pub mod pacing;
 pub mod proxy;
 pub mod proxy_settings;

@@ -27,6 +27,7 @@ use crate::gateway::Gateway;
 use crate::head::{BACKEND_MAX_HEADER_LIST_SIZE, ambiguous_host, over_backend_h2_limit};
 use crate::metrics::RefusalLabel;
 use crate::modules::Module;
+use crate::outage;
 use crate::redirect::rewrite_redirects;
 use crate::safe_path;
 use crate::upstream::NotSent;
@@ -164,6 +165,10 @@ pub async fn forward(
                 ErrorCode::InvalidBody,
                 "the request body is not valid HTTP (bad chunk size or chunk terminator) or ended early; send it again, whole",
             );
+        }
+        // EventSource would give up for good on a 502/504: it gets a stream to retry.
+        Err(NotSent::Refused(answer)) if asks_for_stream => {
+            return outage::stream_answer(&module.name, answer, gateway.stream_retry).await;
         }
         Err(NotSent::Refused(answer)) => return answer,
     };

@@ -70,6 +70,9 @@ pub enum ErrorCode {
     /// 400: a module path with dot-segments or encoded slashes, which backends could read
     /// as another path.
     UnsafePath,
+    /// 403: a CORS preflight from an origin, or for a method or headers, that the
+    /// gateway's `VX11_CORS_*` settings do not allow.
+    CorsRefused,
 }
 
 impl ErrorCode {
@@ -103,6 +106,7 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::AmbiguousHost => "ambiguous_host",
             ErrorCode::UnsafePath => "unsafe_path",
+            ErrorCode::CorsRefused => "cors_refused",
         }
     }
 }
