@@ -339,9 +339,7 @@ where
         let in_flight = self.clock.request_started();
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        request
-            .extensions_mut()
-            .insert(crate::ClientScheme::Http);
+        request.extensions_mut().insert(crate::ClientScheme::Http);
         Answer {
             inner: self.app.clone().oneshot(request),
             in_flight: Some(in_flight),
