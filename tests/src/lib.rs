@@ -24,6 +24,7 @@ mod binaries;
 mod cache;
 mod controlplane;
 pub mod devcluster;
+pub mod doc_commands;
 mod eventually;
 pub mod forward;
 pub mod images;
