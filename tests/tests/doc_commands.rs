@@ -134,7 +134,7 @@ fn script_for(file: &Path, blocks: &[Block]) -> String {
     let name = file.display().to_string();
     for block in blocks
         .iter()
-        .filter(|b| &b.file == file && b.runner == Some(Runner::Local))
+        .filter(|b| b.file == file && b.runner == Some(Runner::Local))
     {
         for command in commands(&block.text, block.line) {
             script.push_str(&check_line(&name, &command));
