@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::StatusCode;
-use axum::http::header::{self, HeaderValue};
 use axum::response::Response;
 use vx11_service::{ErrorCode, parse_duration};
 
@@ -78,13 +77,7 @@ fn outage_stream(retry: Duration, data: &serde_json::Value) -> Response {
     );
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    *response.headers_mut() = vx11_service::event_stream_headers();
     response
 }
 

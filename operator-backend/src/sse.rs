@@ -4,8 +4,6 @@
 //! break starting a new `data:` line, then a blank line.
 
 use axum::body::Bytes;
-use axum::http::HeaderValue;
-use axum::http::header::{self, HeaderMap};
 
 /// The comment sent on a quiet stream.
 pub const KEEP_ALIVE: Bytes = Bytes::from_static(b": keep-alive\n\n");
@@ -57,19 +55,6 @@ fn decimal_digits(mut n: u64) -> usize {
         digits += 1;
     }
     digits
-}
-
-/// The headers of an event stream response.
-pub fn headers() -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(3);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Proxies in front (nginx and the like) must pass events on at once.
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    headers
 }
 
 #[cfg(test)]

@@ -129,7 +129,11 @@ fn open(
     };
     tracing::debug!(follow, after, token = %caller.fingerprint, "event stream opened");
     let stream = EventStream::open(state, caller, slot, follow, after);
-    Ok((sse::headers(), Body::from_stream(stream)).into_response())
+    Ok((
+        vx11_service::event_stream_headers(),
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 fn parse_bool(text: &str) -> Option<bool> {

@@ -14,6 +14,7 @@ mod body_limit;
 mod connection;
 mod connection_cap;
 mod duration;
+mod event_stream;
 mod health;
 mod metrics;
 mod policy;
@@ -36,6 +37,7 @@ pub use body_limit::{
 };
 pub use connection_cap::{ConnectionCap, ListenerMetrics, REFUSAL_LOG_INTERVAL};
 pub use duration::parse_duration;
+pub use event_stream::event_stream_headers;
 pub use health::health_routes;
 pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
 pub use policy::{OPERATOR_MODULE, PolicyMode, off_by_policy};
