@@ -73,7 +73,7 @@ pub struct Args {
     pub trusted_proxies: String,
 
     #[command(flatten)]
-    pub websocket: crate::websocket::WebSocketArgs,
+    pub websocket: crate::tunnel::WebSocketArgs,
 
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::Instant;
+use vx11_service::parse_duration;
 
 use crate::frame_guard::{FrameGuard, server_close_frame};
 
@@ -20,6 +21,36 @@ const CHUNK: usize = 16 * 1024;
 
 /// How long the last words (a close frame, the shutdowns) may take once a tunnel ends.
 const LAST_WORDS: Duration = Duration::from_secs(1);
+
+/// The WebSocket tunnels' settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebSocketArgs {
+    /// Close a WebSocket tunnel through which no byte has passed, either way, for this
+    /// long (a client that reads nothing stops the bytes too).
+    #[arg(long, env = "VX11_WEBSOCKET_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub websocket_idle_timeout: Duration,
+
+    /// Largest payload of one WebSocket frame, either way, in bytes: a larger frame closes
+    /// its tunnel (close code 1009). Per frame: a message of many frames is not summed.
+    #[arg(long, env = "VX11_WEBSOCKET_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
+    pub websocket_max_frame_bytes: u64,
+}
+
+impl WebSocketArgs {
+    /// The limits, or the name of the setting that is zero.
+    pub fn limits(&self) -> Result<TunnelLimits, &'static str> {
+        if self.websocket_idle_timeout.is_zero() {
+            return Err("VX11_WEBSOCKET_IDLE_TIMEOUT");
+        }
+        if self.websocket_max_frame_bytes == 0 {
+            return Err("VX11_WEBSOCKET_MAX_FRAME_BYTES");
+        }
+        Ok(TunnelLimits {
+            idle_timeout: self.websocket_idle_timeout,
+            max_frame_bytes: self.websocket_max_frame_bytes,
+        })
+    }
+}
 
 /// A tunnel's limits (`VX11_WEBSOCKET_*`).
 #[derive(Debug, Clone, Copy)]
@@ -238,6 +269,15 @@ async fn discard<R: AsyncRead + Unpin>(from: &mut R) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_limits_are_refused_by_name() {
+        let args = WebSocketArgs {
+            websocket_idle_timeout: Duration::ZERO,
+            websocket_max_frame_bytes: 1,
+        };
+        assert_eq!(args.limits().unwrap_err(), "VX11_WEBSOCKET_IDLE_TIMEOUT");
+    }
 
     const LIMITS: TunnelLimits = TunnelLimits {
         idle_timeout: Duration::from_secs(30),

@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
-use vx11_service::{Authenticated, ConnectionPlace, StreamSlot, parse_duration};
+use vx11_service::{Authenticated, ConnectionPlace, StreamSlot};
 use vx11_tokenset::{TokenDigest, TokenStore, Verdict};
 
 use crate::gateway::Gateway;
@@ -35,36 +35,6 @@ use crate::tunnel::{self, End, TunnelLimits};
 /// Wake at least this often while waiting for a far expiry of a tunnel's token (a
 /// wall-clock jump is noticed, a date far ahead never overflows the timer).
 const MAX_EXPIRY_WAIT: Duration = Duration::from_secs(60);
-
-/// The WebSocket tunnels' settings.
-#[derive(Debug, Clone, clap::Args)]
-pub struct WebSocketArgs {
-    /// Close a WebSocket tunnel through which no byte has passed, either way, for this
-    /// long (a client that reads nothing stops the bytes too).
-    #[arg(long, env = "VX11_WEBSOCKET_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
-    pub websocket_idle_timeout: Duration,
-
-    /// Largest payload of one WebSocket frame, either way, in bytes: a larger frame closes
-    /// its tunnel (close code 1009). Per frame: a message of many frames is not summed.
-    #[arg(long, env = "VX11_WEBSOCKET_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
-    pub websocket_max_frame_bytes: u64,
-}
-
-impl WebSocketArgs {
-    /// The limits, or the name of the setting that is zero.
-    pub fn limits(&self) -> Result<TunnelLimits, &'static str> {
-        if self.websocket_idle_timeout.is_zero() {
-            return Err("VX11_WEBSOCKET_IDLE_TIMEOUT");
-        }
-        if self.websocket_max_frame_bytes == 0 {
-            return Err("VX11_WEBSOCKET_MAX_FRAME_BYTES");
-        }
-        Ok(TunnelLimits {
-            idle_timeout: self.websocket_idle_timeout,
-            max_frame_bytes: self.websocket_max_frame_bytes,
-        })
-    }
-}
 
 /// What a WebSocket upgrade request keeps past the hop-by-hop strip.
 #[derive(Debug)]
@@ -291,14 +261,5 @@ mod tests {
             ))
             .is_none()
         );
-    }
-
-    #[test]
-    fn zero_limits_are_refused_by_name() {
-        let args = WebSocketArgs {
-            websocket_idle_timeout: Duration::ZERO,
-            websocket_max_frame_bytes: 1,
-        };
-        assert_eq!(args.limits().unwrap_err(), "VX11_WEBSOCKET_IDLE_TIMEOUT");
     }
 }

@@ -41,6 +41,10 @@
 //! shutdown token and the token store. The keep-alive timer is not reset per event: when it
 //! fires after an event it is moved to that event's time plus the interval, so a comment
 //! still goes out after every quiet interval, as axum's `Sse` does.
+//!
+//! Over 500 lines on purpose: the body's state machine (`Open`, its stall and keep-alive
+//! clocks) is one piece, and its fields stay private to it; the two handlers above it only
+//! parse the request and start it.
 
 use std::collections::VecDeque;
 use std::pin::Pin;

@@ -16,11 +16,13 @@ mod connection_cap;
 mod duration;
 mod event_stream;
 mod health;
+mod listen;
 mod metrics;
 mod policy;
 mod scheme;
 mod serve;
 pub mod settings;
+mod shutdown;
 mod stream_slots;
 mod telemetry;
 mod tls;
@@ -39,17 +41,19 @@ pub use connection_cap::{ConnectionCap, ListenerMetrics, REFUSAL_LOG_INTERVAL};
 pub use duration::parse_duration;
 pub use event_stream::event_stream_headers;
 pub use health::health_routes;
+pub use listen::{LISTEN_BACKLOG, bind_listener, bind_reuseport_listeners};
 pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
 pub use policy::{OPERATOR_MODULE, PolicyMode, off_by_policy};
 pub use scheme::ClientScheme;
 pub use serve::{
-    ConnectionPlace, H2C_MAX_CONCURRENT_STREAMS, LISTEN_BACKLOG, PUBLIC_MAX_CONCURRENT_STREAMS,
-    Protocols, Serving, Shutdown, bind_listener, bind_reuseport_listeners, serve_until_shutdown,
+    ConnectionPlace, FORWARDING_HEADROOM, H2C_MAX_CONCURRENT_STREAMS, Headroom,
+    PUBLIC_MAX_CONCURRENT_STREAMS, Protocols, Serving, serve_until_shutdown,
 };
 pub use settings::{
     ListenerLimits, MIN_HEADER_BYTES, ServiceSettings, SettingError, Started, StreamLimits,
     args_from_lookup, clap_message, start,
 };
+pub use shutdown::Shutdown;
 pub use stream_slots::{StreamRefusal, StreamSlot, StreamSlots};
 pub use telemetry::{LogFilterError, init_json_logs, init_json_logs_with_filter};
 pub use tls::{ALPN, Tls, TlsError, TlsMetrics};

@@ -20,111 +20,7 @@ use tower::ServiceExt as _;
 use crate::connection::{Clocks, ConnectionClock, Expiry, InFlight, InFlightBody, Watched};
 use crate::connection_cap::{ConnectionCap, ListenerMetrics};
 use crate::settings::{ListenerLimits, MIN_HEADER_BYTES};
-
-/// Pending connections the kernel queues for a listener. `TcpListener::bind` asks for std's
-/// 128: a burst of new connections beyond that (EventSource clients reconnecting after a
-/// restart) has SYNs dropped and retried only after 1 s. The kernel caps it at
-/// `net.core.somaxconn`.
-pub const LISTEN_BACKLOG: u32 = 4096;
-
-/// Listens on `addr` with [`LISTEN_BACKLOG`]; the error names the address and the setting
-/// it came from.
-pub fn bind_listener(addr: std::net::SocketAddr, setting: &str) -> std::io::Result<TcpListener> {
-    listen_on(addr, false).map_err(|error| cannot_listen(addr, setting, error))
-}
-
-/// `count` listeners on the same port with `SO_REUSEPORT`, one per worker: the kernel hands
-/// each new connection to one of them, so no other worker is woken for it (with one shared
-/// socket, every worker woke for every connection and all but one found nothing to accept).
-/// With port 0 they share the port the first one got.
-pub fn bind_reuseport_listeners(
-    addr: std::net::SocketAddr,
-    setting: &str,
-    count: usize,
-) -> std::io::Result<Vec<TcpListener>> {
-    // Another process may join a port its sockets share with `SO_REUSEPORT` (two gateways,
-    // each serving its own token set, the kernel splitting connections between them). A
-    // socket without the option cannot bind where any listener is, so it shows whether the
-    // port is free; then it makes way for the workers' sockets.
-    let probe = listen_on(addr, false).map_err(|error| cannot_listen(addr, setting, error))?;
-    let free = probe.local_addr()?;
-    drop(probe);
-    let first = listen_on(free, true).map_err(|error| cannot_listen(free, setting, error))?;
-    let bound = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..count {
-        listeners
-            .push(listen_on(bound, true).map_err(|error| cannot_listen(bound, setting, error))?);
-    }
-    Ok(listeners)
-}
-
-fn listen_on(addr: std::net::SocketAddr, reuseport: bool) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    if reuseport {
-        socket.set_reuseport(true)?;
-    }
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
-fn cannot_listen(
-    addr: std::net::SocketAddr,
-    setting: &str,
-    error: std::io::Error,
-) -> std::io::Error {
-    std::io::Error::new(
-        error.kind(),
-        format!("cannot listen on {addr} ({setting}): {error}"),
-    )
-}
-
-/// Cancelled on SIGTERM or SIGINT. Streams watch it to end themselves.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown(CancellationToken);
-
-impl Shutdown {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Cancels on the first SIGTERM or SIGINT.
-    pub fn on_signals(&self) -> std::io::Result<()> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let token = self.0.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-            }
-            token.cancel();
-        });
-        Ok(())
-    }
-
-    pub fn trigger(&self) {
-        self.0.cancel();
-    }
-
-    pub fn is_triggered(&self) -> bool {
-        self.0.is_cancelled()
-    }
-
-    pub async fn triggered(&self) {
-        self.0.cancelled().await
-    }
-
-    pub fn token(&self) -> &CancellationToken {
-        &self.0
-    }
-}
+use crate::shutdown::Shutdown;
 
 /// What a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,9 +33,31 @@ pub enum Protocols {
     /// and a header list of at most `VX11_MAX_HEADER_BYTES`.
     Http1AndH2,
     /// HTTP/1.1 and cleartext HTTP/2 (prior knowledge), told apart by a connection's first
-    /// bytes: a backend the gateway multiplexes event streams to.
+    /// bytes: a backend the gateway multiplexes event streams to. Its HTTP/1.1 head limits
+    /// are the configured ones plus [`FORWARDING_HEADROOM`], so that what the gateway
+    /// accepted from a client under the same limits also fits once forwarded. (Its HTTP/2
+    /// header list limit stays hyper's default, which the gateway checks before sending:
+    /// `BACKEND_MAX_HEADER_LIST_SIZE` in vx11-gateway.)
     Http1AndH2c,
 }
+
+/// What the gateway adds to a request head it forwards, at most: a `Host` naming the
+/// backend (the client's moves to `X-Forwarded-Host`), `X-Forwarded-For` (or the peer's
+/// address appended to it) and `X-Forwarded-Proto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headroom {
+    /// Header fields added.
+    pub fields: usize,
+    /// Bytes added: the fields' names and values (a backend host name up to 253 bytes, an
+    /// IPv6 address), with room to spare.
+    pub bytes: usize,
+}
+
+/// See [`Headroom`].
+pub const FORWARDING_HEADROOM: Headroom = Headroom {
+    fields: 3,
+    bytes: 1024,
+};
 
 /// Streams one HTTP/2 connection may carry at once. hyper's default is 200, but the
 /// gateway sends all the event streams of one worker over one connection (10 000 in the
@@ -490,21 +408,28 @@ impl Drop for OpenConnection {
 
 fn connection_builder(serving: &Serving) -> AutoBuilder<TokioExecutor> {
     let mut builder = AutoBuilder::new(TokioExecutor::new());
+    let (max_header_bytes, max_headers) = match serving.protocols {
+        Protocols::Http1AndH2c => (
+            serving.limits.max_header_bytes + FORWARDING_HEADROOM.bytes,
+            serving.limits.max_headers + FORWARDING_HEADROOM.fields,
+        ),
+        Protocols::Http1 | Protocols::Http1AndH2 => {
+            (serving.limits.max_header_bytes, serving.limits.max_headers)
+        }
+    };
     // The read buffer bounds the request head: a head that does not fit gets 431. (It also
     // bounds what is buffered of a body or of a response for a slow reader.)
     builder
         .http1()
-        .max_buf_size(serving.limits.max_header_bytes.max(MIN_HEADER_BYTES))
-        .max_headers(serving.limits.max_headers);
+        .max_buf_size(max_header_bytes.max(MIN_HEADER_BYTES))
+        .max_headers(max_headers);
     match serving.protocols {
         Protocols::Http1 => builder = builder.http1_only(),
         Protocols::Http1AndH2 => {
             builder
                 .http2()
                 .max_concurrent_streams(PUBLIC_MAX_CONCURRENT_STREAMS)
-                .max_header_list_size(
-                    u32::try_from(serving.limits.max_header_bytes).unwrap_or(u32::MAX),
-                )
+                .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
                 .max_send_buf_size(serving.h2_stream_buffer);
         }
         Protocols::Http1AndH2c => {
@@ -534,42 +459,7 @@ async fn pause_after_accept_error(error: &std::io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn reuseport_listeners_share_one_port_and_every_connection_is_accepted_once() {
-        let listeners =
-            bind_reuseport_listeners("127.0.0.1:0".parse().unwrap(), "TEST_ADDR", 3).unwrap();
-        let port = listeners[0].local_addr().unwrap().port();
-        assert!(
-            listeners
-                .iter()
-                .all(|l| l.local_addr().unwrap().port() == port)
-        );
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        for listener in listeners {
-            let accepted = accepted.clone();
-            tokio::spawn(async move {
-                while listener.accept().await.is_ok() {
-                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-            });
-        }
-        let mut clients = Vec::new();
-        for _ in 0..30 {
-            clients.push(
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .unwrap(),
-            );
-        }
-        for _ in 0..500 {
-            if accepted.load(std::sync::atomic::Ordering::SeqCst) == 30 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 30);
-    }
+    use crate::listen::bind_listener;
 
     /// Sends one request on `stream` and reads its whole answer (the body is "ok").
     async fn exchange(stream: &mut tokio::net::TcpStream) -> String {
@@ -629,29 +519,5 @@ mod tests {
             .expect("served past the last connection")
             .unwrap()
             .unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_second_process_cannot_join_the_workers_port() {
-        let first =
-            bind_reuseport_listeners("127.0.0.1:0".parse().unwrap(), "VX11_GATEWAY_ADDR", 2)
-                .unwrap();
-        let second =
-            bind_reuseport_listeners(first[0].local_addr().unwrap(), "VX11_GATEWAY_ADDR", 2)
-                .unwrap_err();
-        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse, "{second}");
-        assert!(second.to_string().contains("VX11_GATEWAY_ADDR"), "{second}");
-    }
-
-    #[tokio::test]
-    async fn a_port_taken_by_another_listener_is_a_clear_error() {
-        let taken = bind_listener("127.0.0.1:0".parse().unwrap(), "OTHER").unwrap();
-        let error = bind_reuseport_listeners(taken.local_addr().unwrap(), "VX11_GATEWAY_ADDR", 2)
-            .unwrap_err();
-        let message = error.to_string();
-        assert!(
-            message.contains("cannot listen on") && message.contains("VX11_GATEWAY_ADDR"),
-            "{message}"
-        );
     }
 }

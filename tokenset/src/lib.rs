@@ -19,6 +19,7 @@ mod json_error;
 #[cfg(any(test, feature = "kubelet-sim"))]
 pub mod kubelet_sim;
 mod legacy;
+mod load_error;
 mod open;
 mod plain;
 mod redact;
@@ -36,10 +37,11 @@ pub use extract::{
 };
 pub use file::{FileError, TOKEN_FILE_NAME, TOKEN_FILE_VERSION, TokenEntry, TokenFile, TokenState};
 pub use legacy::{LEGACY_TOKEN_VARS, LegacyTokenError, LegacyTokens};
+pub use load_error::LoadError;
 pub use plain::{PLAIN_FILE_NAME, PlainError, parse_plain};
 pub use redact::{REDACTED, redact_query, redact_uri};
 pub use set::{Origin, SetEntry, TokenSet, Verdict, Window};
-pub use source::{DEFAULT_MAX_FILE_BYTES, LoadError, Parsed, RawTokens, TokenSource};
+pub use source::{DEFAULT_MAX_FILE_BYTES, Parsed, RawTokens, TokenSource};
 pub use store::{ReloadHealth, Snapshot, TokenStore};
 pub use value::{
     DEFAULT_GENERATED_BYTES, GENERATED_PREFIX, GenerateError, InvalidToken, MAX_TOKEN_LEN,

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::Path;
 
-use crate::source::LoadError;
+use crate::load_error::LoadError;
 
 /// The bytes of `dir/name`, `None` when there is no such file.
 pub fn read_in_dir(dir: &Path, name: &str, limit: u64) -> Result<Option<Vec<u8>>, LoadError> {

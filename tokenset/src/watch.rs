@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::dir_watch::{DirWatchConfig, DirWatcher};
 use crate::legacy::LegacyTokens;
-use crate::source::{DEFAULT_MAX_FILE_BYTES, LoadError, TokenSource};
+use crate::load_error::LoadError;
+use crate::source::{DEFAULT_MAX_FILE_BYTES, TokenSource};
 use crate::store::TokenStore;
 
 /// How the token directory is watched.
