@@ -8,6 +8,9 @@
 //!   them. A `curl` line is checked against its trailing comment: a status there
 //!   (`# 401 missing_token`) must be the answer, no status means a 2xx; a stream (`-N`)
 //!   passes once its head says 200 (it is cut after a few seconds).
+//! - `<!-- doc-test: node -->`: `tests/tests/make_run.rs` runs these blocks the same way
+//!   on the vx11 that `make run` starts on the real node (`make run` itself excepted,
+//!   being what the test runs first; see that test for the lines it supplies).
 //! - `<!-- doc-test: by <file> [<file>…] -->`: another test or CI script runs these
 //!   commands; each named file must exist and hold every command's first words.
 //! - `<!-- doc-test: manual <reason> -->`: not run by any test, for the reason given
@@ -23,6 +26,8 @@ use std::path::{Path, PathBuf};
 pub enum Runner {
     /// `tests/tests/doc_commands.rs`, here and now.
     Local,
+    /// `tests/tests/make_run.rs`, on `make run`'s real node.
+    Node,
     /// The files named, each of which runs the block's commands.
     By(Vec<String>),
     /// Nobody; the reason.
@@ -99,12 +104,13 @@ fn parse_tag(tag: &str) -> Result<Runner, String> {
     let rest = rest.trim();
     match kind {
         "local" if rest.is_empty() => Ok(Runner::Local),
+        "node" if rest.is_empty() => Ok(Runner::Node),
         "by" if !rest.is_empty() => Ok(Runner::By(
             rest.split_whitespace().map(str::to_owned).collect(),
         )),
         "manual" if !rest.is_empty() => Ok(Runner::Manual(rest.to_owned())),
         _ => Err(format!(
-            "`{inner}`: the tag is `local`, `by <file>…` or `manual <reason>`"
+            "`{inner}`: the tag is `local`, `node`, `by <file>…` or `manual <reason>`"
         )),
     }
 }
@@ -346,6 +352,8 @@ mod tests {
                 "tests/tests/make_run.rs".into()
             ]))
         );
+        assert_eq!(parse_tag("<!-- doc-test: node -->"), Ok(Runner::Node));
+        assert!(parse_tag("<!-- doc-test: node extra -->").is_err());
         assert!(
             parse_tag("<!-- doc-test: manual -->").is_err(),
             "manual needs a reason"
