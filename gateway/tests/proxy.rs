@@ -466,3 +466,35 @@ async fn many_streams_share_one_h2c_connection_and_each_is_released() {
     }
     assert_eq!(h.metrics.open_streams.get(), 0);
 }
+
+#[tokio::test]
+async fn an_http2_clients_authority_reaches_the_backend_as_x_forwarded_host() {
+    use http_body_util::BodyExt as _;
+    let backend = serve(echo_backend(), Protocols::Http1AndH2c).await;
+    let gw = common::gateway_speaking(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        &format!("http://{backend}"),
+        &[],
+        Protocols::Http1AndH2,
+    );
+    // HTTP/2 with prior knowledge: no `Host` line, the host is the `:authority`.
+    let client = hyper_util::client::legacy::Client::builder(
+        hyper_util::rt::TokioExecutor::new(),
+    )
+    .http2_only(true)
+    .build_http::<http_body_util::Empty<Bytes>>();
+    let authority = gw.addr.to_string();
+    let request = axum::http::Request::get(format!("http://{authority}/operator/api/health"))
+        .header("x-vx11-token", TOKEN)
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), axum::http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["headers"]["x-forwarded-host"], authority.as_str());
+    assert_eq!(body["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(body["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_ne!(body["headers"]["host"], authority.as_str(), "{body}");
+}

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{TOKEN, eventually, gateway, raw_backend};
+use common::{OTHER_TOKEN, TOKEN, eventually, gateway, raw_backend};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use vx11_tokenset::{Origin, SetEntry, TokenDigest, TokenSet};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -197,5 +199,86 @@ async fn a_backend_closing_closes_the_client() {
     assert!(matches!(ws.next().await, Some(Ok(Message::Close(_)))));
     while ws.next().await.is_some() {}
     drop(ws);
+    assert!(eventually(Duration::from_secs(5), || gw.slots.open() == 0).await);
+}
+
+/// The next message that is not an echo of ours: the close frame's code, or `None` when the
+/// connection ended without one.
+async fn close_code(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Option<CloseCode> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) => return None,
+            Err(_) => panic!("no close within 10 s"),
+        }
+    }
+}
+
+async fn echoes(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    text: &str,
+) -> bool {
+    if ws.send(Message::text(text)).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), ws.next()).await,
+        Ok(Some(Ok(Message::Text(t)))) if t.as_str() == text
+    )
+}
+
+#[tokio::test]
+async fn a_token_removed_from_the_set_closes_its_open_tunnels_with_1008_and_no_other() {
+    let (backend, upgrades) = echo_backend().await;
+    let gw = gateway(&backend, &[]).await;
+    let mut revoked = connect_with_header(&ws_url(&gw, ""), TOKEN).await.unwrap();
+    let mut kept = connect_with_header(&ws_url(&gw, ""), OTHER_TOKEN).await.unwrap();
+    assert!(echoes(&mut revoked, "before").await);
+    assert!(echoes(&mut kept, "before").await);
+
+    // A reload without `operator`: its tunnel ends, `console`'s goes on.
+    gw.store.install(
+        TokenSet::new(vec![SetEntry::new(
+            "console",
+            TokenDigest::of(OTHER_TOKEN.as_bytes()),
+            Origin::TokenFile,
+        )]),
+        Some(2),
+    );
+    assert_eq!(close_code(&mut revoked).await, Some(CloseCode::Policy));
+    assert!(!echoes(&mut revoked, "after").await, "the tunnel is gone");
+    assert!(echoes(&mut kept, "after").await);
+    assert_eq!(upgrades.load(Ordering::SeqCst), 2);
+    assert!(eventually(Duration::from_secs(5), || gw.slots.open() == 1).await);
+    // And the value is refused from now on, at the upgrade.
+    match connect_with_header(&ws_url(&gw, ""), TOKEN).await {
+        Err(Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("not refused: {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn on_shutdown_open_tunnels_get_1001_and_their_slots_come_back() {
+    let (backend, _) = echo_backend().await;
+    let gw = gateway(&backend, &[]).await;
+    let mut tunnels = Vec::new();
+    for token in [TOKEN, OTHER_TOKEN, TOKEN] {
+        let mut ws = connect_with_header(&ws_url(&gw, ""), token).await.unwrap();
+        assert!(echoes(&mut ws, "up").await);
+        tunnels.push(ws);
+    }
+    assert_eq!(gw.slots.open(), 3);
+    gw.shutdown.trigger();
+    for ws in &mut tunnels {
+        assert_eq!(close_code(ws).await, Some(CloseCode::Away));
+    }
     assert!(eventually(Duration::from_secs(5), || gw.slots.open() == 0).await);
 }

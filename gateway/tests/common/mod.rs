@@ -77,6 +77,10 @@ pub struct RunningGateway {
     pub addr: SocketAddr,
     pub metrics: Arc<GatewayMetrics>,
     pub slots: Arc<StreamSlots>,
+    /// The token set it checks against (`operator` = [`TOKEN`], `console` = [`OTHER_TOKEN`]).
+    pub store: Arc<TokenStore>,
+    /// The gateway's own shutdown signal (its streams and tunnels watch it).
+    pub shutdown: Shutdown,
 }
 
 impl RunningGateway {
@@ -97,6 +101,17 @@ pub async fn gateway(backend: &str, flags: &[&str]) -> RunningGateway {
 
 /// [`gateway`] on `listener`.
 pub fn gateway_on(listener: TcpListener, backend: &str, flags: &[&str]) -> RunningGateway {
+    gateway_speaking(listener, backend, flags, Protocols::Http1)
+}
+
+/// [`gateway_on`], speaking `protocols` to its clients (the binary's public port speaks
+/// [`Protocols::Http1AndH2`]).
+pub fn gateway_speaking(
+    listener: TcpListener,
+    backend: &str,
+    flags: &[&str],
+    protocols: Protocols,
+) -> RunningGateway {
     let mut all = vec![
         "vx11-gateway",
         "--operator-backend-url",
@@ -126,18 +141,21 @@ pub fn gateway_on(listener: TcpListener, backend: &str, flags: &[&str]) -> Runni
     );
     let metrics = GatewayMetrics::register(&mut Registry::default(), store.clone());
     let slots = StreamSlots::new(&config.service.streams);
+    let shutdown = Shutdown::new();
     let gateway = Arc::new(Gateway::new(
         &config,
-        store,
+        store.clone(),
         metrics.clone(),
-        Shutdown::new(),
+        shutdown.clone(),
         slots.clone(),
     ));
-    let addr = serve_on(listener, app(gateway), Protocols::Http1);
+    let addr = serve_on(listener, app(gateway), protocols);
     RunningGateway {
         addr,
         metrics,
         slots,
+        store,
+        shutdown,
     }
 }
 
