@@ -31,7 +31,8 @@ impl Drop for Running {
     }
 }
 
-/// Starts `vx11-local` and waits until it says vx11 is running; returns it and what it printed.
+/// Starts `vx11-local` and waits until it has said vx11 is running and how to use it;
+/// returns it and what it printed.
 async fn start(state: &Path, gateway: &str, extra: &[&str]) -> (Running, String) {
     let mut child = Command::new(VX11_LOCAL)
         .args([
@@ -55,7 +56,8 @@ async fn start(state: &Path, gateway: &str, extra: &[&str]) -> (Running, String)
         for line in lines.by_ref().map_while(Result::ok) {
             printed.push_str(&line);
             printed.push('\n');
-            if line.contains("vx11 is running")
+            // The last line of what it prints once running (the KUBECONFIG line is before it).
+            if line.starts_with("Ctrl-C stops vx11")
                 && let Some(tx) = tx.take()
             {
                 let _ = tx.send(printed.clone());
