@@ -478,11 +478,9 @@ async fn an_http2_clients_authority_reaches_the_backend_as_x_forwarded_host() {
         Protocols::Http1AndH2,
     );
     // HTTP/2 with prior knowledge: no `Host` line, the host is the `:authority`.
-    let client = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .http2_only(true)
-    .build_http::<http_body_util::Empty<Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<Bytes>>();
     let authority = gw.addr.to_string();
     let request = axum::http::Request::get(format!("http://{authority}/operator/api/health"))
         .header("x-vx11-token", TOKEN)

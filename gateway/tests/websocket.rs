@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{OTHER_TOKEN, TOKEN, eventually, gateway, raw_backend};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use vx11_tokenset::{Origin, SetEntry, TokenDigest, TokenSet};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error, Message};
+use vx11_tokenset::{Origin, SetEntry, TokenDigest, TokenSet};
 
 /// An echo WebSocket backend; counts the upgrades it accepted.
 async fn echo_backend() -> (String, Arc<AtomicUsize>) {
@@ -240,7 +240,9 @@ async fn a_token_removed_from_the_set_closes_its_open_tunnels_with_1008_and_no_o
     let (backend, upgrades) = echo_backend().await;
     let gw = gateway(&backend, &[]).await;
     let mut revoked = connect_with_header(&ws_url(&gw, ""), TOKEN).await.unwrap();
-    let mut kept = connect_with_header(&ws_url(&gw, ""), OTHER_TOKEN).await.unwrap();
+    let mut kept = connect_with_header(&ws_url(&gw, ""), OTHER_TOKEN)
+        .await
+        .unwrap();
     assert!(echoes(&mut revoked, "before").await);
     assert!(echoes(&mut kept, "before").await);
 
