@@ -842,4 +842,55 @@ mod tests {
         assert_eq!(Target::new("gateway-2w", None).workers, Some(2));
         assert_eq!(Target::new("gateway", Some(3)).workers, Some(3));
     }
+
+    #[test]
+    fn memory_and_sse_tables_read_every_peer_of_a_results_dir() {
+        let dir = std::env::temp_dir().join(format!("vx11-bench-table-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("idle.json"),
+            r#"{"gateway-2w":{"start_mib":5.5,"after_mib":9.0},"direct":{"start_mib":4.0,"after_mib":7.0},"nginx-1w":{"start_mib":18.0,"after_mib":19.0}}"#,
+        )
+        .unwrap();
+        let sse = |peer: &str, workers: &str, open_mib: f64| {
+            format!(
+                r#"{{"peer":"{peer}","workers":{workers},"pids":3,"streams":1000,"opened":1000,"failed":0,"open_secs":1.5,"delivered":5000,"expected":5000,"delay_p50_ms":10.0,"delay_p99_ms":20.0,"delay_max_ms":30.0,"memory":{{"idle":{{"gateway_rss_mib":10.0,"gateway_fds":10,"backend_rss_mib":5.0,"backend_fds":20}},"open":{{"gateway_rss_mib":{open_mib},"gateway_fds":2010,"backend_rss_mib":7.0,"backend_fds":1020}},"closed":{{"gateway_rss_mib":{open_mib},"gateway_fds":10,"backend_rss_mib":7.0,"backend_fds":20}}}}}}"#
+            )
+        };
+        std::fs::write(dir.join("sse.json"), sse("gateway", "2", 20.0)).unwrap();
+        std::fs::write(dir.join("sse-haproxy.json"), sse("haproxy", "2", 30.0)).unwrap();
+        std::fs::write(dir.join("sse-direct.json"), sse("direct", "null", 0.0)).unwrap();
+        let mut out = String::new();
+        memory_lines(&mut out, &dir);
+        sse_lines(&mut out, &dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let memory = out.find("| direct | 4.0 | 7.0 |").unwrap();
+        assert!(
+            memory < out.find("| nginx-1w | 18.0 | 19.0 |").unwrap(),
+            "{out}"
+        );
+        assert!(out.contains("| gateway-2w | 5.5 | 9.0 |"), "{out}");
+        // nginx did not run: no column for it.
+        assert!(
+            out.contains("| figure | gateway | HAProxy | direct (no proxy) |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| workers / processes measured | 2 / 3 | 2 / 3 | - / 3 |"),
+            "{out}"
+        );
+        // (20 - 10) MiB over 1000 streams = 10.2 KiB; (30 - 10) = 20.5 KiB; direct has none.
+        assert!(
+            out.contains("| **proxy RSS per stream** | 10.2 KiB | 20.5 KiB | - |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| broadcast delay p50 / **p99** / max (ms) | 10.0 / 20.0 / 30.0 |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("gateway RSS with all streams open < 200 MiB: 20 MiB ✅"),
+            "{out}"
+        );
+    }
 }
