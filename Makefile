@@ -43,7 +43,7 @@ image-oci:
 kind-up:
 	bash tests/kind/up.sh
 
-## bench: gateway vs nginx vs direct, 10 000 SSE streams, reload under load, controller figures (~13 min, loopback only)
+## bench: gateway vs nginx vs HAProxy vs direct with 1 and 2 workers (req/s, p99, CPU and system calls per request), SSE streams through each, reload under load, controller figures (~25 min, estimated; loopback only)
 bench:
 	bash bench/run.sh
 

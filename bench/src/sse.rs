@@ -22,12 +22,21 @@ const MARKER: &str = "vx11bench-";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A gateway to open streams through (repeat to spread streams over several).
+    /// A gateway (or other proxy: nginx, HAProxy) to open streams through; repeat to
+    /// spread streams over several addresses.
     #[arg(long = "gateway", required = true)]
     gateways: Vec<SocketAddr>,
-    /// The gateway processes, for memory figures (same order as --gateway).
+    /// The processes of the gateway(s) or proxy, for memory figures: repeat for every
+    /// process (nginx: master and workers; threads need no pid of their own), in any order;
+    /// their RSS and descriptors are summed.
     #[arg(long = "gateway-pid")]
     gateway_pids: Vec<u32>,
+    /// What is measured, recorded in the figures: `gateway`, `nginx`, `haproxy`, `direct`.
+    #[arg(long, default_value = "gateway")]
+    peer: String,
+    /// Workers of the peer (threads or processes), recorded in the figures.
+    #[arg(long)]
+    workers: Option<u32>,
     /// The operator backend process.
     #[arg(long)]
     backend_pid: Option<u32>,
@@ -172,6 +181,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let closed = memory.sample();
 
     let figures = json!({
+        "peer": args.peer,
+        "workers": args.workers,
+        "pids": args.gateway_pids.len(),
         "streams": args.streams,
         "opened": open_count,
         "failed": failed_count,
@@ -286,7 +298,8 @@ fn marker(line: &[u8]) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// RSS and open file descriptors of the gateway(s) and the backend.
+/// RSS and open file descriptors of the peer's processes (summed; `gateway_*` in the
+/// figures, whichever peer it is) and of the backend.
 struct Memory {
     gateways: Vec<u32>,
     backend: Option<u32>,
