@@ -223,7 +223,7 @@ fi
 NGINX_VERSION=$(nginx -v 2>&1 | sed 's/.*: //')
 # awk reads the whole output (head would close the pipe early under pipefail).
 HAPROXY_VERSION=$(haproxy -v | awk 'NR == 1 {print "haproxy/" $3}')
-WRK_VERSION=$(wrk -v 2>&1 | awk 'NR == 1 {print $2}')
+WRK_VERSION=$( (wrk -v 2>&1 || true) | awk 'NR == 1 {print $2}')
 H2LOAD_VERSION=$(h2load --version | awk 'NR == 1 {print $2}')
 STRACE_VERSION=$(strace -V | awk 'NR == 1 {print $NF}')
 info "$NGINX_VERSION, $HAPROXY_VERSION, wrk $WRK_VERSION, h2load $H2LOAD_VERSION, strace $STRACE_VERSION"
