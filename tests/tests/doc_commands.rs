@@ -16,7 +16,8 @@ use vx11_tests::doc_commands::{
     Block, CURL_WRAPPER, Runner, check_line, commands, documented_files, shell_blocks,
 };
 
-/// A doc's local commands may take this long in all (the first `cargo run` may build).
+/// A doc's local commands may take this long in all (what they `cargo run` is built first,
+/// by [`build_what_it_runs`]).
 const SCRIPT_LIMIT: Duration = Duration::from_secs(300);
 
 fn root() -> PathBuf {
@@ -105,6 +106,7 @@ fn local_commands_answer_as_the_docs_say() {
                 file.display()
             );
         }
+        build_what_it_runs(&script);
         let (ok, output) = run_script(&script);
         println!("--- {} ---\n{output}", file.display());
         if !ok {
@@ -143,6 +145,29 @@ fn script_for(file: &Path, blocks: &[Block]) -> String {
     }
     script.push_str("exit $__vx11_failed\n");
     script
+}
+
+/// Builds the packages a script starts with `cargo run -p <package>`, as that command
+/// builds them (one package's features, not the workspace's), before the script runs: a
+/// cold build there takes minutes, longer than its `curl`s wait for the services
+/// (`--retry-max-time 120`), and more on a machine busy with other builds.
+fn build_what_it_runs(script: &str) {
+    let packages: BTreeSet<&str> = script
+        .match_indices("cargo run -p ")
+        .filter_map(|(at, prefix)| script[at + prefix.len()..].split_whitespace().next())
+        .collect();
+    for package in packages {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-p", package])
+            .current_dir(root())
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "cargo build -p {package} failed: {status}"
+        );
+    }
 }
 
 /// The `127.0.0.1:PORT` and `localhost:PORT` addresses a script names.
