@@ -1,4 +1,7 @@
 //! The results table (Markdown), from the JSON files the other steps wrote.
+//!
+//! Over 500 lines: one table per step (proxy, cost, SSE, reload) printed from one results
+//! directory, each next to the figures it reads; about half the file is its tests.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
