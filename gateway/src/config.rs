@@ -72,6 +72,12 @@ pub struct Args {
     #[arg(long, env = "VX11_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
 
+    /// The express lane: plain proxied `GET`s over HTTP/1.1 in the clear answered without
+    /// hyper's machinery (`docs/gateway.md`); `false` sends every request the full path.
+    /// Off with TLS or CORS, whatever this says.
+    #[arg(long, env = "VX11_EXPRESS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub express: bool,
+
     #[command(flatten)]
     pub websocket: crate::tunnel::WebSocketArgs,
 
@@ -101,6 +107,8 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub workers: usize,
     pub trusted_proxies: TrustedProxies,
+    /// `VX11_EXPRESS`, and neither TLS nor CORS on: the express lane takes what it can.
+    pub express: bool,
     pub websocket: crate::tunnel::TunnelLimits,
     /// `VX11_TLS_DIR`; `None`: no TLS.
     pub tls_dir: Option<std::path::PathBuf>,
@@ -192,6 +200,7 @@ impl Config {
             upstream_idle_timeout: args.upstream_idle_timeout,
             max_body_bytes: args.max_body_bytes,
             trusted_proxies,
+            express: args.express,
             tls_dir: args.tls.dir().map(std::path::Path::to_path_buf),
             cors: Cors::from_args(&args.cors)?,
             stream_retry: args.outage.stream_retry,

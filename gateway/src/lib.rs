@@ -21,6 +21,7 @@ pub mod config;
 pub mod connect;
 pub mod cors;
 pub mod dispatch;
+pub mod express;
 pub mod forwarded;
 pub mod frame_guard;
 pub mod gateway;

@@ -3,10 +3,10 @@ use std::sync::Arc;
 
 use clap::Parser;
 use prometheus_client::registry::Registry;
+use vx11_gateway::Gateway;
 use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::workers::{MakeApp, Workers};
-use vx11_gateway::{Gateway, app};
 use vx11_service::{
     ListenerMetrics, Protocols, Serving, StreamSlots, Tls, TlsMetrics, bind_reuseport_listeners,
     init_json_logs_with_filter, start,
@@ -71,6 +71,7 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
         mode = %config.service.policy_mode,
         workers = config.workers,
         tls = tls.is_some(),
+        express = config.express && tls.is_none() && !config.cors.is_on(),
         modules = ?config.modules.names(),
         tokens = snapshot.set.len(),
         generation = ?snapshot.generation,
@@ -98,16 +99,16 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
     let make_app: MakeApp = {
         let (config, shutdown) = (config.clone(), shutdown.clone());
         Arc::new(move || {
-            app(Arc::new(Gateway::new(
+            Arc::new(Gateway::new(
                 &config,
                 store.clone(),
                 metrics.clone(),
                 shutdown.clone(),
                 stream_slots.clone(),
-            )))
+            ))
         })
     };
-    let workers = Workers::start(listeners, make_app, &shutdown, &serving)?;
+    let workers = Workers::start(listeners, make_app, &shutdown, &serving, config.express)?;
     tokio::task::spawn_blocking(move || workers.join())
         .await
         .map_err(std::io::Error::other)??;

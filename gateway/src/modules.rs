@@ -103,6 +103,9 @@ impl Modules {
 pub struct Upstream {
     pub url: String,
     authority: Authority,
+    /// The `Host` a request to it carries: the host, and the port unless it is 80 (as
+    /// hyper's client writes it).
+    host_header: String,
 }
 
 impl Upstream {
@@ -124,9 +127,14 @@ impl Upstream {
                 "`{url}` has a path or query; give only http://host:port (requests keep their own path)"
             ));
         }
+        let host_header = match authority.port_u16() {
+            Some(port) if port != 80 => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
         Ok(Self {
             url: url.trim_end_matches('/').to_owned(),
             authority,
+            host_header,
         })
     }
 
@@ -144,6 +152,11 @@ impl Upstream {
 
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// The `Host` header of a request to this backend.
+    pub fn host_header(&self) -> &str {
+        &self.host_header
     }
 }
 

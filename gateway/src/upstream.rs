@@ -107,6 +107,8 @@ pub struct Upstreams {
     pub stream_client: UpstreamClient,
     /// Time allowed for a response head (`VX11_UPSTREAM_TIMEOUT`).
     pub timeout: Duration,
+    /// How both clients connect (for the express lane's own connections).
+    pub connector: BackendConnector,
     /// `VX11_MAX_RESPONSE_HEADER_BYTES`, `VX11_MAX_RESPONSE_HEADERS`, for the answer.
     limits: ResponseLimits,
     /// Backends that do not speak h2c (shared by all workers).
@@ -151,6 +153,7 @@ impl Upstreams {
                 u32::try_from(limits.header_bytes).unwrap_or(u32::MAX),
             ),
             timeout,
+            connector: BackendConnector::new(connect_timeout, timeout),
             limits,
             h2c_fallbacks: proxy.h2c_fallbacks.clone(),
         }
@@ -267,27 +270,34 @@ impl Upstreams {
                     .into_response(),
                 ))
             }
-            Err(_) => {
-                count_error(metrics, module, "timeout");
-                tracing::warn!(
-                    module = %module.name,
-                    backend = %module.upstream.url,
-                    timeout = ?self.timeout,
-                    "backend sent no response head in time: answered 504"
-                );
-                Err(NotSent::Refused(
-                    ApiError::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        ErrorCode::BackendTimeout,
-                        format!(
-                            "the `{}` backend sent no response within {:?} (VX11_UPSTREAM_TIMEOUT)",
-                            module.name, self.timeout
-                        ),
-                    )
-                    .into_response(),
-                ))
-            }
+            Err(_) => Err(NotSent::Refused(self.timed_out(module, metrics))),
         }
+    }
+
+    /// The backend sent no response head within `VX11_UPSTREAM_TIMEOUT`: counted, logged,
+    /// and the answer (504).
+    pub fn timed_out(&self, module: &Module, metrics: &GatewayMetrics) -> Response {
+        count_error(metrics, module, "timeout");
+        tracing::warn!(
+            module = %module.name,
+            backend = %module.upstream.url,
+            timeout = ?self.timeout,
+            "backend sent no response head in time: answered 504"
+        );
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::BackendTimeout,
+            format!(
+                "the `{}` backend sent no response within {:?} (VX11_UPSTREAM_TIMEOUT)",
+                module.name, self.timeout
+            ),
+        )
+        .into_response()
+    }
+
+    /// `VX11_MAX_RESPONSE_HEADER_BYTES` and `VX11_MAX_RESPONSE_HEADERS`.
+    pub fn limits(&self) -> ResponseLimits {
+        self.limits
     }
 }
 

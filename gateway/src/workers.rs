@@ -8,11 +8,14 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::dispatch::GatewayService;
+use crate::dispatch::app;
+use crate::express::GatewayExpress;
+use crate::gateway::Gateway;
 use vx11_service::{Serving, Shutdown, serve_until_shutdown};
 
-/// What every worker needs to build its own service (its own backend connection pools).
-pub type MakeApp = Arc<dyn Fn() -> GatewayService + Send + Sync>;
+/// What every worker needs to build its own service (its own backend connection pools):
+/// its own [`Gateway`].
+pub type MakeApp = Arc<dyn Fn() -> Arc<Gateway> + Send + Sync>;
 
 /// Worker threads, each serving its own listener until shutdown.
 #[derive(Debug)]
@@ -23,19 +26,21 @@ pub struct Workers {
 impl Workers {
     /// Starts one worker per listener (non-blocking std sockets, registered by the worker
     /// that owns it). Each serves until `shutdown` as `serving` says, sharing its
-    /// connection count with the others.
+    /// connection count with the others; with `express`, each has its own express lane
+    /// ([`crate::express`]) in front of hyper (connections in the clear only).
     pub fn start(
         listeners: Vec<std::net::TcpListener>,
         make_app: MakeApp,
         shutdown: &Shutdown,
         serving: &Serving,
+        express: bool,
     ) -> std::io::Result<Self> {
         let mut threads = Vec::with_capacity(listeners.len());
         for (index, listener) in listeners.into_iter().enumerate() {
             let make_app = make_app.clone();
             let shutdown = shutdown.clone();
             let failed = shutdown.clone();
-            let serving = serving.clone();
+            let mut serving = serving.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("vx11-worker-{index}"))
                 .spawn(move || {
@@ -45,7 +50,15 @@ impl Workers {
                     let shutdown_of_worker = shutdown.clone();
                     let result = runtime.block_on(async move {
                         let listener = tokio::net::TcpListener::from_std(listener)?;
-                        serve_until_shutdown(listener, make_app(), shutdown_of_worker, serving)
+                        let gateway = make_app();
+                        if express && !gateway.cors.is_on() {
+                            serving.express = Some(Arc::new(GatewayExpress::new(
+                                gateway.clone(),
+                                serving.limits.clone(),
+                                gateway.upstreams.connector.clone(),
+                            )));
+                        }
+                        serve_until_shutdown(listener, app(gateway), shutdown_of_worker, serving)
                             .await
                     });
                     if result.is_err() {

@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use vx11_tokenset::{TokenStore, redact_uri};
+use vx11_tokenset::{TokenStore, redact_path_and_query, redact_uri};
 
 use crate::access_line::{AccessLine, access_log_enabled};
 use crate::{Authenticated, ErrorCode, authenticate};
@@ -97,6 +97,43 @@ impl HttpMetrics {
             .get_or_create(&RequestLabels {
                 route: request.route,
                 status,
+            })
+            .inc();
+    }
+}
+
+/// A request answered without an axum [`Response`] (the gateway's express lane): what the
+/// access line and the request metrics take of it.
+#[derive(Debug)]
+pub struct AnsweredRecord<'a> {
+    pub started: Instant,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub route: &'static str,
+    pub status: u16,
+    pub who: Option<&'a Authenticated>,
+}
+
+impl HttpMetrics {
+    /// [`HttpMetrics::record`] for a request the token check passed and that was answered
+    /// outside axum: the same line, the same counts.
+    pub fn record_answered(&self, answered: AnsweredRecord<'_>) {
+        if access_log_enabled() {
+            AccessLine {
+                method: answered.method,
+                uri: &redact_path_and_query(answered.path, answered.query),
+                route: answered.route,
+                status: answered.status,
+                latency_ms: answered.started.elapsed().as_secs_f64() * 1000.0,
+                token: answered.who.map(|a| (&a.fingerprint, &*a.name)),
+            }
+            .write_to_stderr();
+        }
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: Cow::Borrowed(answered.route),
+                status: answered.status,
             })
             .inc();
     }

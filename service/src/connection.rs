@@ -97,6 +97,11 @@ impl ConnectionClock {
         self.opened + Duration::from_millis(ms.saturating_sub(1))
     }
 
+    /// No request is being answered.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
     /// A request's head is complete and its service called.
     pub fn request_started(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -257,6 +262,10 @@ pin_project! {
 impl<T> Watched<T> {
     pub fn new(inner: T, clock: Arc<ConnectionClock>) -> Self {
         Self { inner, clock }
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
     }
 }
 

@@ -15,6 +15,7 @@ mod connection;
 mod connection_cap;
 mod duration;
 mod event_stream;
+pub mod express;
 mod health;
 mod listen;
 mod metrics;
@@ -29,7 +30,8 @@ mod tls;
 mod tls_pair;
 
 pub use access::{
-    HttpMetrics, RequestRecord, access_log, require_token, with_access_line, with_token_check,
+    AnsweredRecord, HttpMetrics, RequestRecord, access_log, require_token, with_access_line,
+    with_token_check,
 };
 pub use access_line::{AccessLine, access_log_enabled};
 pub use api_error::{ApiError, ErrorCode, rfc3339};

@@ -19,6 +19,7 @@ use tower::ServiceExt as _;
 
 use crate::connection::{Clocks, ConnectionClock, Expiry, InFlight, InFlightBody, Watched};
 use crate::connection_cap::{ConnectionCap, ListenerMetrics};
+use crate::express::{ExpressConnection, ExpressEnd, ExpressLane, Prefixed};
 use crate::settings::{ListenerLimits, MIN_HEADER_BYTES};
 use crate::shutdown::Shutdown;
 
@@ -94,6 +95,9 @@ pub struct Serving {
     pub grace: Duration,
     /// TLS on every connection (`VX11_TLS_DIR`); `None`: in the clear.
     pub tls: Option<crate::Tls>,
+    /// Plain HTTP/1.1 requests answered before hyper sees the connection (connections in
+    /// the clear only): [`crate::express`].
+    pub express: Option<Arc<dyn ExpressLane>>,
 }
 
 impl Serving {
@@ -112,6 +116,7 @@ impl Serving {
             stall_timeout: settings.streams.stall_timeout,
             grace: settings.shutdown_grace,
             tls: None,
+            express: None,
         }
     }
 
@@ -130,6 +135,7 @@ impl Serving {
             stall_timeout: crate::StreamLimits::default().stall_timeout,
             grace: Duration::from_secs(10),
             tls: None,
+            express: None,
         }
     }
 }
@@ -197,6 +203,7 @@ where
         let builder = builder.clone();
         let close_all = close_all.clone();
         let connections = serving.connections.clone();
+        let express = serving.express.clone();
         tokio::spawn(async move {
             // The handshake is under the head's clock: a client that opens a connection and
             // sends nothing holds it no longer than one that sends half a head.
@@ -222,6 +229,15 @@ where
                 }
             };
             let clock = ConnectionClock::new();
+            let mut io = Watched::new(Prefixed::new(tcp), clock.clone());
+            let express = express.filter(|_| scheme == crate::ClientScheme::Http);
+            if let Some(express) = express {
+                let lane = ExpressConnection::new(&mut io, peer, clock.clone(), draining.clone());
+                match run_express(&*express, lane, &close_all, clocks, &connections).await {
+                    ExpressEnd::Closed => return,
+                    ExpressEnd::HandOver(bytes) => io.get_mut().put_back(bytes),
+                }
+            }
             let service = ConnectionService {
                 app,
                 peer,
@@ -230,7 +246,7 @@ where
                 draining,
                 place: place.clone(),
             };
-            let io = TokioIo::new(Watched::new(tcp, clock.clone()));
+            let io = TokioIo::new(io);
             let connection = builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(connection);
             let mut closing = false;
@@ -279,6 +295,43 @@ where
         );
     }
     Ok(())
+}
+
+/// The express lane on a new connection, under the connection's clock and the shutdown:
+/// whether hyper serves the rest.
+async fn run_express(
+    express: &dyn ExpressLane,
+    connection: ExpressConnection<'_>,
+    close_all: &CancellationToken,
+    clocks: Clocks,
+    connections: &ConnectionCap,
+) -> ExpressEnd {
+    let clock = connection.clock();
+    let lane = express.serve(connection);
+    tokio::pin!(lane);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            end = lane.as_mut() => return end,
+            // Between requests the connection just closes, as hyper's does; a request being
+            // answered finishes first (looked at every 20 ms).
+            () = close_all.cancelled(), if !closing => {
+                if clock.is_idle() {
+                    return ExpressEnd::Closed;
+                }
+                closing = true;
+            }
+            () = tokio::time::sleep(Duration::from_millis(20)), if closing => {
+                if clock.is_idle() {
+                    return ExpressEnd::Closed;
+                }
+            }
+            expiry = clock.expired(clocks), if !closing => {
+                connections.closed(expiry);
+                return ExpressEnd::Closed;
+            }
+        }
+    }
 }
 
 /// `app` as one connection serves it: each request carries the peer's address and the

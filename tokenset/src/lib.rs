@@ -39,7 +39,7 @@ pub use file::{FileError, TOKEN_FILE_NAME, TOKEN_FILE_VERSION, TokenEntry, Token
 pub use legacy::{LEGACY_TOKEN_VARS, LegacyTokenError, LegacyTokens};
 pub use load_error::LoadError;
 pub use plain::{PLAIN_FILE_NAME, PlainError, parse_plain};
-pub use redact::{REDACTED, redact_query, redact_uri};
+pub use redact::{REDACTED, redact_path_and_query, redact_query, redact_uri};
 pub use set::{Origin, SetEntry, TokenSet, Verdict, Window};
 pub use source::{DEFAULT_MAX_FILE_BYTES, Parsed, RawTokens, TokenSource};
 pub use store::{ReloadHealth, Snapshot, TokenStore};

@@ -69,9 +69,14 @@ fn redacted_value(pair: &str) -> Option<String> {
 
 /// Path and query of a URI, safe to log.
 pub fn redact_uri(uri: &Uri) -> Cow<'_, str> {
-    match uri.query() {
-        None => Cow::Borrowed(uri.path()),
-        Some(query) => Cow::Owned(format!("{}?{}", uri.path(), redact_query(query))),
+    redact_path_and_query(uri.path(), uri.query())
+}
+
+/// A request target's path and query, safe to log (as [`redact_uri`]).
+pub fn redact_path_and_query<'a>(path: &'a str, query: Option<&str>) -> Cow<'a, str> {
+    match query {
+        None => Cow::Borrowed(path),
+        Some(query) => Cow::Owned(format!("{path}?{}", redact_query(query))),
     }
 }
 

@@ -1,0 +1,341 @@
+//! The gateway's express lane ([`vx11_service::express`]): a plain proxied request, a `GET`
+//! over HTTP/1.1 with a token that passes, read from the socket, checked, written to a
+//! backend connection of this worker's own pool and answered with the backend's bytes, in
+//! one task and without hyper's machinery; nginx's model. The full path serves the rest:
+//!
+//! - a request the lane does not take ([`request`]: another method, a body, a token that
+//!   fails, an event stream, headers that ask more of a proxy, CORS on, …) goes to hyper
+//!   with the rest of its connection;
+//! - a response the lane does not take ([`response`]: an event stream, a redirect to
+//!   rewrite, no framing, a head over the limits, …) or a backend that cannot be reached
+//!   is dropped and the request, a `GET`, is sent again by the full path, which answers it
+//!   as it answers every other (502, 504, a stream, …).
+//!
+//! Either way the client gets what the full path would give it, and the access line,
+//! metrics and limits are the same.
+
+mod body;
+mod pool;
+mod request;
+mod response;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::response::Response;
+use bytes::{Buf, BytesMut};
+use hyper::Uri;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+use tower::Service as _;
+use vx11_service::express::{ExpressConnection, ExpressEnd, ExpressLane, read_some};
+use vx11_service::{AnsweredRecord, ListenerLimits};
+
+use crate::connect::BackendConnector;
+use crate::forwarded::set_forwarded_for;
+use crate::gateway::Gateway;
+use crate::metrics::ModuleLabel;
+use crate::modules::Module;
+use crate::upstream::UPSTREAM_READ_BUFFER;
+
+use body::{Cut, From, To};
+use pool::Pool;
+use request::{Forwarding, Plain};
+
+/// One worker's express lane.
+#[derive(Debug)]
+pub struct GatewayExpress {
+    gateway: Arc<Gateway>,
+    limits: ListenerLimits,
+    pool: Pool,
+    connector: BackendConnector,
+}
+
+/// How one exchange with a backend ended.
+enum Exchanged {
+    /// The client has its answer.
+    Answered { status: u16 },
+    /// The full path answers the request (sent again, if it reached the backend).
+    FullPath,
+    /// The answer was cut: the client's connection is closed.
+    Cut,
+}
+
+impl GatewayExpress {
+    /// The lane of the worker whose requests share `gateway`; `limits`: the listener's
+    /// (head size and field count).
+    pub fn new(gateway: Arc<Gateway>, limits: ListenerLimits, connector: BackendConnector) -> Self {
+        Self {
+            gateway,
+            limits,
+            pool: Pool::default(),
+            connector,
+        }
+    }
+
+    async fn serve_connection(&self, connection: ExpressConnection<'_>) -> ExpressEnd {
+        let forwarding = Forwarding {
+            forwarded_for: forwarded_for(&self.gateway, connection.peer),
+            trusted: self.gateway.trusted_proxies.trusts(connection.peer.ip()),
+        };
+        let max_head = self
+            .limits
+            .max_header_bytes
+            .max(vx11_service::MIN_HEADER_BYTES);
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut upstream_head = Vec::with_capacity(1024);
+        let mut out = Vec::with_capacity(1024);
+        let mut rbuf = BytesMut::with_capacity(UPSTREAM_READ_BUFFER);
+        loop {
+            let plain = loop {
+                if !buf.is_empty() {
+                    match request::look(
+                        &self.gateway,
+                        &forwarding,
+                        &buf,
+                        self.limits.max_headers,
+                        &mut upstream_head,
+                    ) {
+                        request::Look::Plain(plain) => break plain,
+                        request::Look::Other => return ExpressEnd::HandOver(buf.freeze()),
+                        request::Look::Partial if buf.len() >= max_head => {
+                            return ExpressEnd::HandOver(buf.freeze());
+                        }
+                        request::Look::Partial => {}
+                    }
+                }
+                match read_some(connection.io, &mut buf, max_head).await {
+                    Ok(n) if n > 0 => {}
+                    _ => return ExpressEnd::Closed,
+                }
+            };
+            if connection.draining() {
+                // The answer must say `Connection: close`: hyper's.
+                return ExpressEnd::HandOver(buf.freeze());
+            }
+            let in_flight = connection.request_started();
+            let started = Instant::now();
+            let exchanged = self
+                .exchange(&plain, &upstream_head, connection.io, &mut rbuf, &mut out)
+                .await;
+            let status = match exchanged {
+                Exchanged::Answered { status } => status,
+                Exchanged::FullPath => return ExpressEnd::HandOver(buf.freeze()),
+                Exchanged::Cut => return ExpressEnd::Closed,
+            };
+            self.gateway.metrics.http.record_answered(AnsweredRecord {
+                started,
+                method: "GET",
+                path: utf8(&buf[plain.path.clone()]),
+                query: plain.query.clone().map(|q| utf8(&buf[q])),
+                route: plain.module.route,
+                status,
+                who: Some(&plain.who),
+            });
+            drop(in_flight);
+            buf.advance(plain.head_len);
+            if plain.close {
+                let _ = connection.io.shutdown().await;
+                return ExpressEnd::Closed;
+            }
+        }
+    }
+
+    /// Sends the request to its backend and the answer to the client.
+    async fn exchange(
+        &self,
+        plain: &Plain,
+        upstream_head: &[u8],
+        client: &mut vx11_service::express::ClientIo,
+        rbuf: &mut BytesMut,
+        out: &mut Vec<u8>,
+    ) -> Exchanged {
+        let module = &plain.module;
+        let upstreams = &self.gateway.upstreams;
+        let limits = upstreams.limits();
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + upstreams.timeout;
+        let head = tokio::time::timeout_at(
+            deadline,
+            self.send(
+                module,
+                upstream_head,
+                rbuf,
+                limits.header_bytes,
+                limits.headers,
+                plain.close,
+                out,
+            ),
+        );
+        let (mut upstream, head) = match head.await {
+            Ok(Some(sent)) => sent,
+            Ok(None) => return Exchanged::FullPath,
+            Err(_) => {
+                let answer = upstreams.timed_out(module, &self.gateway.metrics);
+                return match write_answer(answer, plain.close, client, out).await {
+                    Some(status) => Exchanged::Answered { status },
+                    None => Exchanged::Cut,
+                };
+            }
+        };
+        self.gateway
+            .metrics
+            .upstream_seconds
+            .get_or_create(&ModuleLabel {
+                module: module.name.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        rbuf.advance(head.len);
+        let mut from = From {
+            upstream: &mut upstream,
+            buf: rbuf,
+            idle: self.gateway.upstream_idle_timeout,
+            max_line: limits.header_bytes,
+        };
+        let mut to = To { client, out };
+        let copied = match head.framing {
+            response::Framing::Length(length) => from.length(length, &mut to).await,
+            response::Framing::Chunked => from.chunked(&mut to).await,
+        };
+        match copied {
+            Ok(()) => {
+                // Bytes past the response are not an answer to anything: the connection is
+                // not used again.
+                if head.reusable && rbuf.is_empty() {
+                    self.pool.give_back(&module.name, upstream);
+                }
+                rbuf.clear();
+                Exchanged::Answered {
+                    status: head.status,
+                }
+            }
+            Err(Cut::Backend | Cut::Client) => {
+                rbuf.clear();
+                Exchanged::Cut
+            }
+        }
+    }
+
+    /// Writes the request to a backend connection (a pooled one, or a new one if that one
+    /// turns out closed) and reads the response head; the client's head is in `out`.
+    /// `None`: the full path is to answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        module: &Module,
+        upstream_head: &[u8],
+        rbuf: &mut BytesMut,
+        max_head: usize,
+        max_headers: usize,
+        close: bool,
+        out: &mut Vec<u8>,
+    ) -> Option<(TcpStream, response::Head)> {
+        let max_head = max_head.max(UPSTREAM_READ_BUFFER);
+        let mut pooled = self.pool.take(&module.name);
+        loop {
+            let reused = pooled.is_some();
+            let mut upstream = match pooled.take() {
+                Some(stream) => stream,
+                None => self.connect(module).await?,
+            };
+            rbuf.clear();
+            out.clear();
+            let written = upstream.write_all(upstream_head).await.is_ok();
+            let mut got_any = false;
+            if written {
+                loop {
+                    match read_some(&mut upstream, rbuf, max_head).await {
+                        Ok(n) if n > 0 => got_any = true,
+                        _ => break,
+                    }
+                    match response::look(
+                        rbuf,
+                        max_headers,
+                        self.gateway.rewrite_redirects,
+                        close,
+                        out,
+                    ) {
+                        response::Look::Plain(head) => return Some((upstream, head)),
+                        response::Look::Other => return None,
+                        response::Look::Partial if rbuf.len() >= max_head => return None,
+                        response::Look::Partial => {}
+                    }
+                }
+            }
+            // A pooled connection the backend closed meanwhile: once more on a new one.
+            if reused && !got_any {
+                continue;
+            }
+            return None;
+        }
+    }
+
+    async fn connect(&self, module: &Module) -> Option<TcpStream> {
+        let uri: Uri = module.upstream.url.parse().ok()?;
+        let mut connector = self.connector.clone();
+        let connected = connector.call(uri).await.ok()?;
+        Some(connected.into_inner())
+    }
+}
+
+impl ExpressLane for GatewayExpress {
+    fn serve<'a>(
+        &'a self,
+        connection: ExpressConnection<'a>,
+    ) -> Pin<Box<dyn Future<Output = ExpressEnd> + Send + 'a>> {
+        Box::pin(self.serve_connection(connection))
+    }
+}
+
+/// The `X-Forwarded-For` of every request on a connection from `peer` that carries none of
+/// its own (the full path's value).
+fn forwarded_for(gateway: &Gateway, peer: std::net::SocketAddr) -> Option<axum::http::HeaderValue> {
+    let mut headers = axum::http::HeaderMap::new();
+    set_forwarded_for(&mut headers, Some(peer.ip()), &gateway.trusted_proxies);
+    headers.remove("x-forwarded-for")
+}
+
+/// Writes an answer made by the gateway itself (an [`vx11_service::ApiError`]) as hyper
+/// would; its status, or `None` when the client's socket failed.
+async fn write_answer(
+    answer: Response,
+    close: bool,
+    client: &mut vx11_service::express::ClientIo,
+    out: &mut Vec<u8>,
+) -> Option<u16> {
+    let (parts, body) = answer.into_parts();
+    let body = axum::body::to_bytes(body, 64 * 1024).await.ok()?;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("<none>")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        request::push_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if close {
+        request::push_field(out, b"connection", b"close");
+    }
+    request::push_field(out, b"content-length", body.len().to_string().as_bytes());
+    out.extend_from_slice(b"date: ");
+    response::push_date(out);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(&body);
+    client.write_all(out).await.ok()?;
+    out.clear();
+    Some(parts.status.as_u16())
+}
+
+fn utf8(bytes: &[u8]) -> &str {
+    // httparse admits only visible ASCII in a request target.
+    std::str::from_utf8(bytes).unwrap_or("")
+}

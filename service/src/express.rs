@@ -1,0 +1,206 @@
+//! The express lane: a connection's plain HTTP/1.1 requests answered before hyper sees the
+//! connection, by a service that knows how (the gateway's proxy, `vx11-gateway`'s
+//! `express` module). hyper's general machinery (its dispatcher, header maps, a boxed body
+//! and a task hand-off per request on each side) cost the gateway about twice nginx's CPU
+//! per proxied request (`docs/BENCHMARKS.md`); most requests need none of it.
+//!
+//! The lane takes a connection from its first byte. At the first request it does not take
+//! whole (anything but the plain case it knows), it hands the connection over, with the
+//! bytes it has read and not answered, to hyper, which serves the rest of the connection as
+//! it would have from the start. The lane runs under the same connection clock as hyper
+//! (idle, head and stall timeouts), under the same cap, and in the same shutdown.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::either::Either;
+
+use crate::connection::{ConnectionClock, InFlight, Watched};
+
+/// A client's connection: in the clear, or TLS (`VX11_TLS_DIR`).
+pub type ClientSocket = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// A client's socket as the express lane and hyper read it: bytes the lane read and handed
+/// back first, then the socket; watched by the connection's clock.
+pub type ClientIo = Watched<Prefixed<ClientSocket>>;
+
+/// How an express lane's time on a connection ended.
+#[derive(Debug)]
+pub enum ExpressEnd {
+    /// The connection is done with (closed by either side, or broken).
+    Closed,
+    /// hyper serves the rest, starting with these bytes (the first request not answered).
+    HandOver(Bytes),
+}
+
+/// What an express lane gets of a connection.
+#[derive(Debug)]
+pub struct ExpressConnection<'a> {
+    pub io: &'a mut ClientIo,
+    pub peer: SocketAddr,
+    clock: Arc<ConnectionClock>,
+    draining: Arc<AtomicBool>,
+}
+
+impl<'a> ExpressConnection<'a> {
+    pub(crate) fn new(
+        io: &'a mut ClientIo,
+        peer: SocketAddr,
+        clock: Arc<ConnectionClock>,
+        draining: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            io,
+            peer,
+            clock,
+            draining,
+        }
+    }
+
+    pub(crate) fn clock(&self) -> Arc<ConnectionClock> {
+        self.clock.clone()
+    }
+
+    /// A request's head is complete and the lane answers it: the connection is not idle
+    /// until this is dropped.
+    pub fn request_started(&self) -> InFlight {
+        self.clock.request_started()
+    }
+
+    /// The server is shutting down: every answer from now on closes its connection, which
+    /// hyper does (the lane hands such requests over).
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// A lane that answers some plain HTTP/1.1 requests itself (see the module's doc).
+pub trait ExpressLane: Send + Sync + std::fmt::Debug + 'static {
+    /// Serves requests on `connection` from its first byte for as long as it takes them.
+    fn serve<'a>(
+        &'a self,
+        connection: ExpressConnection<'a>,
+    ) -> Pin<Box<dyn Future<Output = ExpressEnd> + Send + 'a>>;
+}
+
+pin_project_lite::pin_project! {
+    /// A socket with bytes already read from it put back in front.
+    #[derive(Debug)]
+    pub struct Prefixed<T> {
+        prefix: Bytes,
+        #[pin]
+        inner: T,
+    }
+}
+
+impl<T> Prefixed<T> {
+    pub fn new(inner: T) -> Self {
+        Self {
+            prefix: Bytes::new(),
+            inner,
+        }
+    }
+
+    /// Reads return `bytes` first (before anything left of an earlier prefix: there is none
+    /// when the lane hands over, as it reads only through this).
+    pub fn put_back(&mut self, bytes: Bytes) {
+        debug_assert!(self.prefix.is_empty());
+        self.prefix = bytes;
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// Reads what `io` has into `buf` (at most `limit` bytes in all): `Ok(0)` at the end of the
+/// stream.
+pub async fn read_some<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> io::Result<usize> {
+    use tokio::io::AsyncReadExt as _;
+    let room = limit.saturating_sub(buf.len());
+    if room == 0 {
+        return Ok(0);
+    }
+    buf.reserve(room.min(16 * 1024));
+    let mut limited = (&mut *io).take(room as u64);
+    limited.read_buf(buf).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt as _;
+
+    #[tokio::test]
+    async fn bytes_put_back_are_read_before_the_socket() {
+        let (mut near, far) = tokio::io::duplex(64);
+        let mut io = Prefixed::new(far);
+        io.put_back(Bytes::from_static(b"GET / "));
+        tokio::io::AsyncWriteExt::write_all(&mut near, b"HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        drop(near);
+        let mut all = Vec::new();
+        io.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"GET / HTTP/1.1\r\n");
+    }
+}
