@@ -51,6 +51,15 @@ pub struct GatewayMetrics {
     pub open_tunnels: Gauge,
     /// WebSocket tunnels ended, by reason.
     pub ended_tunnels: Family<TunnelEndLabel, Counter>,
+    /// Requests the express lane met, by what became of them (`crate::express`).
+    pub express: Family<ExpressLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExpressLabel {
+    /// `answered`; `handed_over` (the full path took the request and its connection);
+    /// `sent_again` (the lane sent it, the full path sent it again and answered).
+    pub outcome: &'static str,
 }
 
 impl GatewayMetrics {
@@ -66,6 +75,7 @@ impl GatewayMetrics {
             refused_streams: Family::default(),
             open_tunnels: Gauge::default(),
             ended_tunnels: Family::default(),
+            express: Family::default(),
         };
         registry.register(
             "vx11_gateway_upstream_duration_seconds",
@@ -101,6 +111,11 @@ impl GatewayMetrics {
             "vx11_gateway_websocket_tunnels_ended",
             "WebSocket tunnels ended, by reason (closed, idle, too_large, shutdown, token_revoked, error)",
             metrics.ended_tunnels.clone(),
+        );
+        registry.register(
+            "vx11_gateway_express_requests",
+            "Requests the express lane met, by outcome (answered; handed_over: to the full path with their connection; sent_again: its response was the full path's to give, so the full path sent the request again)",
+            metrics.express.clone(),
         );
         registry.register_collector(Box::new(TokenMetrics(store)));
         Arc::new(metrics)

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::dispatch::app;
-use crate::express::GatewayExpress;
+use crate::express::lane_for;
 use crate::gateway::Gateway;
-use vx11_service::{Serving, Shutdown, serve_until_shutdown};
+use vx11_service::{
+    Serving, Shutdown, keep_access_lines, serve_until_shutdown, write_kept_access_lines,
+};
 
 /// What every worker needs to build its own service (its own backend connection pools):
 /// its own [`Gateway`].
@@ -44,20 +46,17 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("vx11-worker-{index}"))
                 .spawn(move || {
+                    // Access lines go out together, when the worker goes idle or has 4 KiB.
+                    keep_access_lines();
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
+                        .on_thread_park(write_kept_access_lines)
                         .build()?;
                     let shutdown_of_worker = shutdown.clone();
                     let result = runtime.block_on(async move {
                         let listener = tokio::net::TcpListener::from_std(listener)?;
                         let gateway = make_app();
-                        if express && !gateway.cors.is_on() {
-                            serving.express = Some(Arc::new(GatewayExpress::new(
-                                gateway.clone(),
-                                serving.limits.clone(),
-                                gateway.upstreams.connector.clone(),
-                            )));
-                        }
+                        serving.express = lane_for(&gateway, express, &serving.limits);
                         serve_until_shutdown(listener, app(gateway), shutdown_of_worker, serving)
                             .await
                     });

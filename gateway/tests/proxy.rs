@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{TOKEN, serve};
+use common::{TOKEN, serve, serve_gateway};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
-use vx11_gateway::{Gateway, app};
+use vx11_gateway::Gateway;
 use vx11_service::{Protocols, Shutdown, StreamSlots};
 use vx11_tokenset::{Origin, SetEntry, TokenDigest, TokenSet, TokenStore};
 
@@ -124,7 +124,7 @@ async fn gateway_with_flags(backend: &str, more: &[&str]) -> Harness {
         Shutdown::new(),
         StreamSlots::new(&config.service.streams),
     ));
-    let addr = serve(app(gateway), Protocols::Http1).await;
+    let addr = serve_gateway(gateway, config.express, Protocols::Http1).await;
     Harness {
         base: format!("http://{addr}"),
         metrics,

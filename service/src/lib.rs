@@ -33,7 +33,7 @@ pub use access::{
     AnsweredRecord, HttpMetrics, RequestRecord, access_log, require_token, with_access_line,
     with_token_check,
 };
-pub use access_line::{AccessLine, access_log_enabled};
+pub use access_line::{AccessLine, access_log_enabled, keep_access_lines, write_kept_access_lines};
 pub use api_error::{ApiError, ErrorCode, rfc3339};
 pub use auth::{Authenticated, authenticate};
 pub use body_limit::{

@@ -27,6 +27,7 @@ use std::time::Instant;
 use axum::response::Response;
 use bytes::{Buf, BytesMut};
 use hyper::Uri;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tower::Service as _;
@@ -36,7 +37,7 @@ use vx11_service::{AnsweredRecord, ListenerLimits};
 use crate::connect::BackendConnector;
 use crate::forwarded::set_forwarded_for;
 use crate::gateway::Gateway;
-use crate::metrics::ModuleLabel;
+use crate::metrics::{ExpressLabel, GatewayMetrics, ModuleLabel};
 use crate::modules::Module;
 use crate::upstream::UPSTREAM_READ_BUFFER;
 
@@ -51,6 +52,31 @@ pub struct GatewayExpress {
     limits: ListenerLimits,
     pool: Pool,
     connector: BackendConnector,
+    counts: Counts,
+}
+
+/// `vx11_gateway_express_requests`, by outcome.
+#[derive(Debug)]
+struct Counts {
+    answered: Counter,
+    handed_over: Counter,
+    sent_again: Counter,
+}
+
+impl Counts {
+    fn of(metrics: &GatewayMetrics) -> Self {
+        let count = |outcome| {
+            metrics
+                .express
+                .get_or_create(&ExpressLabel { outcome })
+                .clone()
+        };
+        Self {
+            answered: count("answered"),
+            handed_over: count("handed_over"),
+            sent_again: count("sent_again"),
+        }
+    }
 }
 
 /// How one exchange with a backend ended.
@@ -68,6 +94,7 @@ impl GatewayExpress {
     /// (head size and field count).
     pub fn new(gateway: Arc<Gateway>, limits: ListenerLimits, connector: BackendConnector) -> Self {
         Self {
+            counts: Counts::of(&gateway.metrics),
             gateway,
             limits,
             pool: Pool::default(),
@@ -99,9 +126,9 @@ impl GatewayExpress {
                         &mut upstream_head,
                     ) {
                         request::Look::Plain(plain) => break plain,
-                        request::Look::Other => return ExpressEnd::HandOver(buf.freeze()),
+                        request::Look::Other => return self.hand_over(buf),
                         request::Look::Partial if buf.len() >= max_head => {
-                            return ExpressEnd::HandOver(buf.freeze());
+                            return self.hand_over(buf);
                         }
                         request::Look::Partial => {}
                     }
@@ -113,7 +140,7 @@ impl GatewayExpress {
             };
             if connection.draining() {
                 // The answer must say `Connection: close`: hyper's.
-                return ExpressEnd::HandOver(buf.freeze());
+                return self.hand_over(buf);
             }
             let in_flight = connection.request_started();
             let started = Instant::now();
@@ -122,7 +149,10 @@ impl GatewayExpress {
                 .await;
             let status = match exchanged {
                 Exchanged::Answered { status } => status,
-                Exchanged::FullPath => return ExpressEnd::HandOver(buf.freeze()),
+                Exchanged::FullPath => {
+                    self.counts.sent_again.inc();
+                    return ExpressEnd::HandOver(buf.freeze());
+                }
                 Exchanged::Cut => return ExpressEnd::Closed,
             };
             self.gateway.metrics.http.record_answered(AnsweredRecord {
@@ -134,6 +164,7 @@ impl GatewayExpress {
                 status,
                 who: Some(&plain.who),
             });
+            self.counts.answered.inc();
             drop(in_flight);
             buf.advance(plain.head_len);
             if plain.close {
@@ -141,6 +172,11 @@ impl GatewayExpress {
                 return ExpressEnd::Closed;
             }
         }
+    }
+
+    fn hand_over(&self, buf: BytesMut) -> ExpressEnd {
+        self.counts.handed_over.inc();
+        ExpressEnd::HandOver(buf.freeze())
     }
 
     /// Sends the request to its backend and the answer to the client.
@@ -278,6 +314,23 @@ impl GatewayExpress {
         let connected = connector.call(uri).await.ok()?;
         Some(connected.into_inner())
     }
+}
+
+/// The express lane of a worker whose requests share `gateway`, for its `Serving`: `None`
+/// when `on` is false (`VX11_EXPRESS`) or CORS is on (its headers are the full path's).
+/// `limits`: the listener's.
+pub fn lane_for(
+    gateway: &Arc<Gateway>,
+    on: bool,
+    limits: &ListenerLimits,
+) -> Option<Arc<dyn ExpressLane>> {
+    (on && !gateway.cors.is_on()).then(|| {
+        Arc::new(GatewayExpress::new(
+            gateway.clone(),
+            limits.clone(),
+            gateway.upstreams.connector.clone(),
+        )) as Arc<dyn ExpressLane>
+    })
 }
 
 impl ExpressLane for GatewayExpress {

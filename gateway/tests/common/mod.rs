@@ -15,9 +15,13 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use vx11_gateway::config::{Args, Config};
+use vx11_gateway::express::lane_for;
 use vx11_gateway::metrics::GatewayMetrics;
 use vx11_gateway::{Gateway, app};
-use vx11_service::{Protocols, Serving, Shutdown, StreamSlots, serve_until_shutdown};
+use vx11_service::express::ExpressLane;
+use vx11_service::{
+    ListenerLimits, Protocols, Serving, Shutdown, StreamSlots, serve_until_shutdown,
+};
 use vx11_tokenset::{Origin, SetEntry, TokenDigest, TokenSet, TokenStore};
 
 pub const TOKEN: &str = "vx11-operator-test-token";
@@ -40,6 +44,20 @@ where
     )
 }
 
+/// Serves `gateway` on a fresh loopback port as one of the binary's workers does: its
+/// routes, and the express lane in front when `express` (`VX11_EXPRESS`).
+pub async fn serve_gateway(
+    gateway: Arc<Gateway>,
+    express: bool,
+    protocols: Protocols,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lane_gateway = gateway.clone();
+    serve_with_lane(listener, app(gateway), protocols, |limits| {
+        lane_for(&lane_gateway, express, limits)
+    })
+}
+
 /// A loopback listener whose connections have a fixed, small send buffer: the kernel then
 /// takes only a few KiB that a client does not read, instead of growing the buffer to
 /// megabytes, so a stalled client shows within moments.
@@ -58,11 +76,30 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    serve_with_lane(listener, service, protocols, |_| None)
+}
+
+/// Serves `service` as [`serve_on`] does, with the express lane `lane` gives for the
+/// listener's limits (as the binary's workers do).
+fn serve_with_lane<S>(
+    listener: TcpListener,
+    service: S,
+    protocols: Protocols,
+    lane: impl FnOnce(&ListenerLimits) -> Option<Arc<dyn ExpressLane>>,
+) -> SocketAddr
+where
+    S: tower::Service<Request, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let addr = listener.local_addr().unwrap();
     let mut serving = Serving::with_defaults("api", protocols);
     serving.grace = Duration::from_secs(1);
     // Large heads reach the gateway's own checks (the listener's 431 is tested in service).
     serving.limits.max_header_bytes = 256 * 1024;
+    serving.express = lane(&serving.limits);
     tokio::spawn(serve_until_shutdown(
         listener,
         service,
@@ -149,7 +186,12 @@ pub fn gateway_speaking(
         shutdown.clone(),
         slots.clone(),
     ));
-    let addr = serve_on(listener, app(gateway), protocols);
+    // The express lane as the binary has it (on unless `--express false` or CORS).
+    let express = config.express;
+    let lane_gateway = gateway.clone();
+    let addr = serve_with_lane(listener, app(gateway), protocols, |limits| {
+        lane_for(&lane_gateway, express, limits)
+    });
     RunningGateway {
         addr,
         metrics,
