@@ -80,15 +80,22 @@ stop() { # [-SIG] pid...: signal our children, reap them, forget them
   for p in "${PIDS[@]}"; do [[ " $* " == *" $p "* ]] || keep+=("$p"); done
   PIDS=("${keep[@]}")
 }
-# nginx daemonizes, so its master is not our child: each instance has its own directory
-# with its pid file; stop_nginx asks the master to quit and waits (bounded) for it.
+# nginx runs in the foreground (daemon off), our child like the other peers, in the same
+# session and so in the same scheduling autogroup; each instance has its own directory with
+# its pid file; stop_nginx asks the master to quit and waits (bounded) for it.
 NGINX_DIRS=()
+running() { # pid: alive and not a zombie waiting to be reaped
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z ]]
+}
 stop_nginx() { # dir
   [[ -f "$1/nginx.pid" ]] || return 0
   local master i
   master=$(cat "$1/nginx.pid")
   kill -QUIT "$master" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do [[ -e /proc/$master ]] && sleep 0.05 || break; done
+  for ((i = 0; i < 100; i++)); do running "$master" && sleep 0.05 || break; done
+  stop -KILL "$master" # reaps it (and forgets it) whether it quit or not
   rm -f "$1/nginx.pid"
 }
 cleanup() {
@@ -145,8 +152,8 @@ start_nginx() { # name addr upstream workers worker_connections → sets NGINX_D
     "$BENCH/nginx.conf.in" >"$dir/nginx.conf"
   cp "$FIX/nginx-tokens.map" "$dir/nginx-tokens.map"
   NGINX_DIRS+=("$dir")
-  nginx -e "$dir/nginx-error.log" -c "$dir/nginx.conf" -p "$dir" ||
-    die "nginx $name did not start (see $dir/nginx-error.log)"
+  nginx -e "$dir/nginx-error.log" -c "$dir/nginx.conf" -p "$dir" >"$LOGS/$name.log" 2>&1 &
+  PIDS+=("$!")
   wait_http "http://$addr/health"
   NGINX_DIR=$dir
 }

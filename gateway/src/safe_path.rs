@@ -57,6 +57,9 @@ fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// `path` with every `%XX` decoded, or `None` when it has none.
 fn percent_decoded(path: &[u8]) -> Option<Vec<u8>> {
+    if !path.contains(&b'%') {
+        return None;
+    }
     let mut decoded = Vec::with_capacity(path.len());
     let mut changed = false;
     let mut i = 0;

@@ -21,9 +21,9 @@ use futures_util::StreamExt;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use vx11_gateway::Gateway;
 use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
-use vx11_gateway::Gateway;
 use vx11_service::{Protocols, Shutdown, StreamSlots};
 use vx11_tokenset::{Origin, SetEntry, TokenDigest, TokenSet, TokenStore};
 

@@ -116,9 +116,21 @@ pub struct AnsweredRecord<'a> {
 }
 
 impl HttpMetrics {
+    /// The counter of requests to `route` answered with `status` (for a caller that keeps
+    /// it: [`HttpMetrics::record_answered`]).
+    pub fn requests_of(&self, route: &'static str, status: u16) -> Counter {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: Cow::Borrowed(route),
+                status,
+            })
+            .clone()
+    }
+
     /// [`HttpMetrics::record`] for a request the token check passed and that was answered
-    /// outside axum: the same line, the same counts.
-    pub fn record_answered(&self, answered: AnsweredRecord<'_>) {
+    /// outside axum: the same line, the same counts; `requests` is
+    /// [`HttpMetrics::requests_of`] its route and status.
+    pub fn record_answered(&self, answered: AnsweredRecord<'_>, requests: &Counter) {
         if access_log_enabled() {
             AccessLine {
                 method: answered.method,
@@ -130,12 +142,7 @@ impl HttpMetrics {
             }
             .write_to_stderr();
         }
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: Cow::Borrowed(answered.route),
-                status: answered.status,
-            })
-            .inc();
+        requests.inc();
     }
 }
 

@@ -48,6 +48,18 @@ pub struct ConnectionClock {
     write_blocked_since: AtomicU64,
     /// HTTP/2: streams are counted, heads are not timed (h2 frames them itself).
     multiplexed: AtomicBool,
+    /// A head has begun and [`ConnectionClock::expired`] has not been told yet: it is told
+    /// only if the head is still incomplete when the socket has nothing more to read, so a
+    /// head that arrives whole in one read costs no wake-up.
+    head_untold: AtomicBool,
+    /// The deadline [`ConnectionClock::expired`] sleeps until (ms as above), [`UNSET`]
+    /// while it waits for a change with none or is working out the next one. A request
+    /// that ends tells it only when the idle deadline it starts is earlier than that: a
+    /// busy connection moves its idle deadline on every request without a wake-up (the
+    /// clock looks again when the old deadline comes).
+    armed: AtomicU64,
+    /// `limits.idle` of [`ConnectionClock::expired`], in ms ([`UNSET`] until it runs).
+    idle_limit: AtomicU64,
     /// Wakes [`ConnectionClock::expired`] when the state changes.
     changed: Notify,
 }
@@ -85,6 +97,9 @@ impl ConnectionClock {
             head_since: AtomicU64::new(UNSET),
             write_blocked_since: AtomicU64::new(UNSET),
             multiplexed: AtomicBool::new(false),
+            head_untold: AtomicBool::new(false),
+            armed: AtomicU64::new(UNSET),
+            idle_limit: AtomicU64::new(UNSET),
             changed: Notify::new(),
         })
     }
@@ -104,7 +119,7 @@ impl ConnectionClock {
 
     /// A request's head is complete and its service called.
     pub fn request_started(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.head_since.store(UNSET, Ordering::Relaxed);
         InFlight(self.clone())
     }
@@ -121,6 +136,27 @@ impl ConnectionClock {
                 return;
             }
             self.head_since.store(self.now_ms(), Ordering::Relaxed);
+            self.head_untold.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The socket has nothing more to read for now: a head still arriving is timed from
+    /// here on.
+    fn read_would_block(&self) {
+        if self.head_untold.swap(false, Ordering::SeqCst)
+            && self.head_since.load(Ordering::Relaxed) != UNSET
+        {
+            self.changed.notify_one();
+        }
+    }
+
+    /// The last request in flight ended: the idle clock starts.
+    fn all_answered(&self) {
+        let now = self.now_ms();
+        self.idle_since.store(now, Ordering::SeqCst);
+        let armed = self.armed.load(Ordering::SeqCst);
+        let limit = self.idle_limit.load(Ordering::SeqCst);
+        if armed == UNSET || limit == UNSET || armed > now.saturating_add(limit) {
             self.changed.notify_one();
         }
     }
@@ -151,14 +187,18 @@ impl ConnectionClock {
     /// been arriving for longer than `limits.head`, or the socket has taken nothing for
     /// `limits.stall` (whether a request is in flight or not).
     pub async fn expired(&self, limits: Clocks) -> Expiry {
+        let idle_ms = u64::try_from(limits.idle.as_millis()).unwrap_or(u64::MAX / 2);
+        self.idle_limit.store(idle_ms.max(1), Ordering::SeqCst);
         loop {
             let changed = self.changed.notified();
+            // Working it out: a request that ends meanwhile tells us.
+            self.armed.store(UNSET, Ordering::SeqCst);
             let mut next = None;
             let blocked = self.write_blocked_since.load(Ordering::Relaxed);
             if blocked != UNSET {
                 next = Some((self.instant_of(blocked) + limits.stall, Expiry::Stalled));
             }
-            if self.in_flight.load(Ordering::Acquire) == 0 {
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
                 let head_since = self.head_since.load(Ordering::Relaxed);
                 let (since, limit, expiry) = if head_since != UNSET {
                     (head_since, limits.head, Expiry::SlowHead)
@@ -181,6 +221,10 @@ impl ConnectionClock {
             if Instant::now() >= deadline {
                 return expiry;
             }
+            let armed_ms =
+                u64::try_from(deadline.saturating_duration_since(self.opened).as_millis())
+                    .unwrap_or(u64::MAX - 1);
+            self.armed.store(armed_ms + 1, Ordering::SeqCst);
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => {}
                 () = changed => {}
@@ -206,9 +250,8 @@ pub struct InFlight(Arc<ConnectionClock>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle_since.store(self.0.now_ms(), Ordering::Relaxed);
-            self.0.changed.notify_one();
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.all_answered();
         }
     }
 }
@@ -280,6 +323,8 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
         let polled = this.inner.poll_read(cx, buf);
         if buf.filled().len() > before {
             this.clock.bytes_read(&buf.filled()[before..]);
+        } else if polled.is_pending() {
+            this.clock.read_would_block();
         }
         polled
     }
@@ -387,6 +432,40 @@ mod tests {
         drop(in_flight);
         assert_eq!(expiring.await.unwrap(), Expiry::Idle);
         assert!(ended.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_begun_while_the_clock_waits_is_timed_once_the_socket_has_no_more() {
+        let clock = ConnectionClock::new();
+        let expiring = {
+            let clock = clock.clone();
+            tokio::spawn(async move { clock.expired(clocks(75, 10, 60)).await })
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let begun = Instant::now();
+        clock.bytes_read(b"GET / HT");
+        clock.read_would_block();
+        assert_eq!(expiring.await.unwrap(), Expiry::SlowHead);
+        let waited = begun.elapsed();
+        assert!(waited >= Duration::from_secs(10) && waited < Duration::from_secs(11));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_expires_the_idle_timeout_after_its_last_request_only() {
+        let clock = ConnectionClock::new();
+        let expiring = {
+            let clock = clock.clone();
+            tokio::spawn(async move { clock.expired(clocks(75, 10, 60)).await })
+        };
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            clock.bytes_read(b"GET / HTTP/1.1\r\n\r\n");
+            drop(clock.request_started());
+        }
+        let last = Instant::now();
+        assert_eq!(expiring.await.unwrap(), Expiry::Idle);
+        let waited = last.elapsed();
+        assert!(waited >= Duration::from_secs(75) && waited < Duration::from_secs(76));
     }
 
     #[tokio::test(start_paused = true)]

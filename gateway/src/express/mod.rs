@@ -18,16 +18,19 @@ mod body;
 mod pool;
 mod request;
 mod response;
+mod timer;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::response::Response;
 use bytes::{Buf, BytesMut};
 use hyper::Uri;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tower::Service as _;
@@ -44,6 +47,7 @@ use crate::upstream::UPSTREAM_READ_BUFFER;
 use body::{Cut, From, To};
 use pool::Pool;
 use request::{Forwarding, Plain};
+use timer::HeadTimer;
 
 /// One worker's express lane.
 #[derive(Debug)]
@@ -53,6 +57,10 @@ pub struct GatewayExpress {
     pool: Pool,
     connector: BackendConnector,
     counts: Counts,
+    /// `vx11_gateway_upstream_duration_seconds` of each module.
+    upstream_seconds: HashMap<String, Histogram>,
+    /// `vx11_gateway_requests_total` by route and status, as met.
+    requests: Mutex<Vec<(&'static str, u16, Counter)>>,
 }
 
 /// `vx11_gateway_express_requests`, by outcome.
@@ -79,6 +87,14 @@ impl Counts {
     }
 }
 
+/// What one client connection's exchanges reuse: the client's bytes being written, the
+/// backend's being read, and the response-head timer.
+struct Exchange {
+    out: Vec<u8>,
+    rbuf: BytesMut,
+    timer: HeadTimer,
+}
+
 /// How one exchange with a backend ended.
 enum Exchanged {
     /// The client has its answer.
@@ -93,7 +109,24 @@ impl GatewayExpress {
     /// The lane of the worker whose requests share `gateway`; `limits`: the listener's
     /// (head size and field count).
     pub fn new(gateway: Arc<Gateway>, limits: ListenerLimits, connector: BackendConnector) -> Self {
+        let upstream_seconds = gateway
+            .modules
+            .names()
+            .into_iter()
+            .map(|name| {
+                let histogram = gateway
+                    .metrics
+                    .upstream_seconds
+                    .get_or_create(&ModuleLabel {
+                        module: name.to_owned(),
+                    })
+                    .clone();
+                (name.to_owned(), histogram)
+            })
+            .collect();
         Self {
+            upstream_seconds,
+            requests: Mutex::new(Vec::new()),
             counts: Counts::of(&gateway.metrics),
             gateway,
             limits,
@@ -113,8 +146,11 @@ impl GatewayExpress {
             .max(vx11_service::MIN_HEADER_BYTES);
         let mut buf = BytesMut::with_capacity(4096);
         let mut upstream_head = Vec::with_capacity(1024);
-        let mut out = Vec::with_capacity(1024);
-        let mut rbuf = BytesMut::with_capacity(UPSTREAM_READ_BUFFER);
+        let mut this = Exchange {
+            out: Vec::with_capacity(1024),
+            rbuf: BytesMut::with_capacity(UPSTREAM_READ_BUFFER),
+            timer: HeadTimer::new(self.gateway.upstreams.timeout),
+        };
         loop {
             let plain = loop {
                 if !buf.is_empty() {
@@ -145,7 +181,7 @@ impl GatewayExpress {
             let in_flight = connection.request_started();
             let started = Instant::now();
             let exchanged = self
-                .exchange(&plain, &upstream_head, connection.io, &mut rbuf, &mut out)
+                .exchange(&plain, &upstream_head, connection.io, &mut this, started)
                 .await;
             let status = match exchanged {
                 Exchanged::Answered { status } => status,
@@ -155,15 +191,19 @@ impl GatewayExpress {
                 }
                 Exchanged::Cut => return ExpressEnd::Closed,
             };
-            self.gateway.metrics.http.record_answered(AnsweredRecord {
-                started,
-                method: "GET",
-                path: utf8(&buf[plain.path.clone()]),
-                query: plain.query.clone().map(|q| utf8(&buf[q])),
-                route: plain.module.route,
-                status,
-                who: Some(&plain.who),
-            });
+            let requests = self.requests_of(plain.module.route, status);
+            self.gateway.metrics.http.record_answered(
+                AnsweredRecord {
+                    started,
+                    method: "GET",
+                    path: utf8(&buf[plain.path.clone()]),
+                    query: plain.query.clone().map(|q| utf8(&buf[q])),
+                    route: plain.module.route,
+                    status,
+                    who: Some(&plain.who),
+                },
+                &requests,
+            );
             self.counts.answered.inc();
             drop(in_flight);
             buf.advance(plain.head_len);
@@ -172,6 +212,20 @@ impl GatewayExpress {
                 return ExpressEnd::Closed;
             }
         }
+    }
+
+    /// `vx11_gateway_requests_total{route, status}`, kept after the first look-up.
+    fn requests_of(&self, route: &'static str, status: u16) -> Counter {
+        let mut known = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, counter)) = known
+            .iter()
+            .find(|(r, s, _)| *s == status && std::ptr::eq(*r, route))
+        {
+            return counter.clone();
+        }
+        let counter = self.gateway.metrics.http.requests_of(route, status);
+        known.push((route, status, counter.clone()));
+        counter
     }
 
     fn hand_over(&self, buf: BytesMut) -> ExpressEnd {
@@ -185,17 +239,17 @@ impl GatewayExpress {
         plain: &Plain,
         upstream_head: &[u8],
         client: &mut vx11_service::express::ClientIo,
-        rbuf: &mut BytesMut,
-        out: &mut Vec<u8>,
+        this: &mut Exchange,
+        started: Instant,
     ) -> Exchanged {
         let module = &plain.module;
         let upstreams = &self.gateway.upstreams;
         let limits = upstreams.limits();
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + upstreams.timeout;
-        let head = tokio::time::timeout_at(
-            deadline,
-            self.send(
+        let deadline = tokio::time::Instant::from_std(started) + upstreams.timeout;
+        this.timer.cover(deadline);
+        let Exchange { out, rbuf, timer } = this;
+        let sent = {
+            let send = self.send(
                 module,
                 upstream_head,
                 rbuf,
@@ -203,12 +257,17 @@ impl GatewayExpress {
                 limits.headers,
                 plain.close,
                 out,
-            ),
-        );
-        let (mut upstream, head) = match head.await {
-            Ok(Some(sent)) => sent,
-            Ok(None) => return Exchanged::FullPath,
-            Err(_) => {
+            );
+            tokio::select! {
+                biased;
+                sent = send => Some(sent),
+                () = timer.passed(deadline) => None,
+            }
+        };
+        let (mut upstream, head) = match sent {
+            Some(Some(sent)) => sent,
+            Some(None) => return Exchanged::FullPath,
+            None => {
                 let answer = upstreams.timed_out(module, &self.gateway.metrics);
                 return match write_answer(answer, plain.close, client, out).await {
                     Some(status) => Exchanged::Answered { status },
@@ -216,13 +275,9 @@ impl GatewayExpress {
                 };
             }
         };
-        self.gateway
-            .metrics
-            .upstream_seconds
-            .get_or_create(&ModuleLabel {
-                module: module.name.to_string(),
-            })
-            .observe(started.elapsed().as_secs_f64());
+        if let Some(histogram) = self.upstream_seconds.get(&*module.name) {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
         rbuf.advance(head.len);
         let mut from = From {
             upstream: &mut upstream,

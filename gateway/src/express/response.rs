@@ -4,7 +4,8 @@
 //! `keep-alive` or `close`), and written for the client as hyper's server writes what the
 //! full path hands it: the status's canonical reason, the headers in order with names in
 //! lower case and hop-by-hop ones dropped, then `connection: close` when the client asked,
-//! `transfer-encoding: chunked` for a chunked body, and `date` when the backend sent none.
+//! `transfer-encoding: chunked` for a chunked body, the length of an empty body where one
+//! may be, and `date` when the backend sent none.
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -152,11 +153,14 @@ fn head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // hyper writes no length of its own for a body it sees empty: a status without a body
+    // gets none, any other `content-length: 0` after the other fields.
+    let empty = framing == Framing::Length(0);
     for header in response.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("connection")
             || HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-            || (chunked && name.eq_ignore_ascii_case("content-length"))
+            || ((chunked || empty) && name.eq_ignore_ascii_case("content-length"))
         {
             continue;
         }
@@ -170,6 +174,9 @@ fn head(
     }
     if chunked {
         push_field(out, b"transfer-encoding", b"chunked");
+    }
+    if empty && !bodiless {
+        push_field(out, b"content-length", b"0");
     }
     if !has_date {
         out.extend_from_slice(b"date: ");
