@@ -2,10 +2,14 @@
 
 use std::sync::Arc;
 
+use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use chrono::{DateTime, Utc};
 
-use vx11_tokenset::{Carrier, Fingerprint, TokenDigest, TokenStore, Verdict, presented_token};
+use vx11_tokenset::{
+    Carrier, Carriers, Fingerprint, TOKEN_HEADER, TokenDigest, TokenStore, Verdict,
+    presented_token_in,
+};
 
 use crate::{ApiError, ErrorCode, rfc3339};
 
@@ -28,7 +32,22 @@ pub fn authenticate(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Authenticated, ApiError> {
-    let presented = match presented_token(headers, query) {
+    authenticate_carriers(
+        store,
+        Carriers {
+            token_header: headers.get(TOKEN_HEADER).map(|v| v.as_bytes()),
+            authorization: headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
+            query,
+        },
+    )
+}
+
+/// [`authenticate`] of a request read without a header map.
+pub fn authenticate_carriers(
+    store: &TokenStore,
+    carriers: Carriers<'_>,
+) -> Result<Authenticated, ApiError> {
+    let presented = match presented_token_in(carriers) {
         Ok(Some(token)) => token,
         Ok(None) => return Err(missing()),
         Err(malformed) => {

@@ -35,7 +35,7 @@ pub use access::{
 };
 pub use access_line::{AccessLine, access_log_enabled, keep_access_lines, write_kept_access_lines};
 pub use api_error::{ApiError, ErrorCode, rfc3339};
-pub use auth::{Authenticated, authenticate};
+pub use auth::{Authenticated, authenticate, authenticate_carriers};
 pub use body_limit::{
     DRAIN_BYTES, DRAIN_TIME, content_length, drain_refused_body, expects_continue,
 };

@@ -76,8 +76,28 @@ pub fn presented_token<'a>(
     headers: &'a HeaderMap,
     query: Option<&'a str>,
 ) -> Result<Option<PresentedToken<'a>>, MalformedToken> {
-    if let Some(value) = headers.get(TOKEN_HEADER) {
-        let value = value.to_str().map_err(|_| MalformedToken::Header)?.trim();
+    presented_token_in(Carriers {
+        token_header: headers.get(TOKEN_HEADER).map(|v| v.as_bytes()),
+        authorization: headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
+        query,
+    })
+}
+
+/// Where a request may carry its token, as raw bytes: the first `X-VX11-Token` and the
+/// first `Authorization` header's values, and the query string.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Carriers<'a> {
+    pub token_header: Option<&'a [u8]>,
+    pub authorization: Option<&'a [u8]>,
+    pub query: Option<&'a str>,
+}
+
+/// [`presented_token`] of a request read without a header map.
+pub fn presented_token_in(
+    carriers: Carriers<'_>,
+) -> Result<Option<PresentedToken<'_>>, MalformedToken> {
+    if let Some(value) = carriers.token_header {
+        let value = visible_ascii(value).ok_or(MalformedToken::Header)?.trim();
         if !value.is_empty() {
             return Ok(Some(PresentedToken {
                 value: Cow::Borrowed(value),
@@ -85,8 +105,8 @@ pub fn presented_token<'a>(
             }));
         }
     }
-    if let Some(value) = headers.get(AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| MalformedToken::Authorization)?;
+    if let Some(value) = carriers.authorization {
+        let value = visible_ascii(value).ok_or(MalformedToken::Authorization)?;
         if let Some(token) = bearer(value) {
             return Ok(Some(PresentedToken {
                 value: Cow::Borrowed(token),
@@ -94,7 +114,7 @@ pub fn presented_token<'a>(
             }));
         }
     }
-    if let Some(raw) = query.and_then(query_param_token) {
+    if let Some(raw) = carriers.query.and_then(query_param_token) {
         let value = percent_decode_strict(raw)?;
         if !value.is_empty() {
             return Ok(Some(PresentedToken {
@@ -104,6 +124,15 @@ pub fn presented_token<'a>(
         }
     }
     Ok(None)
+}
+
+/// A header value as text when it is all visible ASCII or tabs (as `HeaderValue::to_str`).
+fn visible_ascii(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (32..127).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 fn bearer(authorization: &str) -> Option<&str> {

@@ -32,8 +32,8 @@ mod watch;
 pub use digest::{Fingerprint, InvalidDigest, TokenDigest};
 pub use dir_watch::{DirWatchConfig, DirWatcher};
 pub use extract::{
-    Carrier, MalformedToken, PresentedToken, TOKEN_HEADER, TOKEN_QUERY_PARAM, presented_token,
-    query_param_token,
+    Carrier, Carriers, MalformedToken, PresentedToken, TOKEN_HEADER, TOKEN_QUERY_PARAM,
+    presented_token, presented_token_in, query_param_token,
 };
 pub use file::{FileError, TOKEN_FILE_NAME, TOKEN_FILE_VERSION, TokenEntry, TokenFile, TokenState};
 pub use legacy::{LEGACY_TOKEN_VARS, LegacyTokenError, LegacyTokens};

@@ -5,12 +5,14 @@
 //! same order, names in lower case, hop-by-hop ones dropped, `X-Forwarded-*` set, the
 //! backend's `Host` last. Anything else is left to the full path.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Arc;
 
-use axum::http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use axum::http::header::HeaderValue;
 use axum::http::uri::PathAndQuery;
-use vx11_service::{Authenticated, authenticate};
+use vx11_service::{Authenticated, authenticate_carriers};
+use vx11_tokenset::{Carriers, TOKEN_HEADER};
 
 use crate::dispatch::module_of;
 use crate::gateway::Gateway;
@@ -69,6 +71,21 @@ const HANDED_OVER: [&str; 9] = [
 /// Header slots kept on the stack (`VX11_MAX_HEADERS` is 100 by default).
 pub(super) const STACK_HEADERS: usize = 128;
 
+/// `max` header slots for httparse, on the stack when they fit (left uninitialised: httparse
+/// writes each before it reads it).
+pub(super) fn header_slots<'s, 'b>(
+    on_stack: &'s mut [MaybeUninit<httparse::Header<'b>>; STACK_HEADERS],
+    on_heap: &'s mut Vec<MaybeUninit<httparse::Header<'b>>>,
+    max: usize,
+) -> &'s mut [MaybeUninit<httparse::Header<'b>>] {
+    if max <= STACK_HEADERS {
+        &mut on_stack[..max]
+    } else {
+        on_heap.resize_with(max, MaybeUninit::uninit);
+        &mut on_heap[..]
+    }
+}
+
 /// Dropped from what the backend gets: set anew by the gateway.
 const REPLACED: [&str; 4] = [
     "host",
@@ -86,16 +103,11 @@ pub fn look(
     max_headers: usize,
     upstream: &mut Vec<u8>,
 ) -> Look {
-    let mut on_stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut on_stack = [const { MaybeUninit::uninit() }; STACK_HEADERS];
     let mut on_heap = Vec::new();
-    let storage = if max_headers <= STACK_HEADERS {
-        &mut on_stack[..max_headers]
-    } else {
-        on_heap.resize(max_headers, httparse::EMPTY_HEADER);
-        &mut on_heap[..]
-    };
-    let mut request = httparse::Request::new(storage);
-    let head_len = match request.parse(buf) {
+    let storage = header_slots(&mut on_stack, &mut on_heap, max_headers);
+    let mut request = httparse::Request::new(&mut []);
+    let head_len = match request.parse_with_uninit_headers(buf, storage) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Look::Partial,
         Err(_) => return Look::Other,
@@ -134,7 +146,10 @@ fn take(
     }
     let mut close = false;
     let mut host = None;
-    let mut carriers = HeaderMap::new();
+    let mut carriers = Carriers {
+        query,
+        ..Carriers::default()
+    };
     for header in request.headers.iter() {
         let name = header.name;
         if HANDED_OVER.iter().any(|h| name.eq_ignore_ascii_case(h)) {
@@ -153,19 +168,15 @@ fn take(
             if contains(header.value, b"text/event-stream") {
                 return None;
             }
-        } else if name.eq_ignore_ascii_case("x-vx11-token")
-            || name.eq_ignore_ascii_case("authorization")
-        {
-            let value = HeaderValue::from_bytes(header.value).ok()?;
-            if name.eq_ignore_ascii_case("authorization") {
-                carriers.append(AUTHORIZATION, value);
-            } else {
-                carriers.append(vx11_tokenset::TOKEN_HEADER, value);
-            }
+        } else if name.eq_ignore_ascii_case(TOKEN_HEADER) {
+            // The first one counts, as in a header map.
+            carriers.token_header.get_or_insert(header.value);
+        } else if name.eq_ignore_ascii_case("authorization") {
+            carriers.authorization.get_or_insert(header.value);
         }
     }
-    let host = HeaderValue::from_bytes(host?).ok()?;
-    let who = authenticate(&gateway.store, &carriers, query).ok()?;
+    let host = host?;
+    let who = authenticate_carriers(&gateway.store, carriers).ok()?;
     // The backend's target is the client's; one the full path would refuse is left to it.
     PathAndQuery::try_from(target).ok()?;
 
@@ -189,7 +200,7 @@ fn take(
         push_field(upstream, b"x-forwarded-for", value.as_bytes());
     }
     push_field(upstream, b"x-forwarded-proto", b"http");
-    push_field(upstream, b"x-forwarded-host", host.as_bytes());
+    push_field(upstream, b"x-forwarded-host", host);
     push_field(upstream, b"host", module.upstream.host_header().as_bytes());
     upstream.extend_from_slice(b"\r\n");
 

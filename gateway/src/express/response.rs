@@ -8,11 +8,12 @@
 //! may be, and `date` when the backend sent none.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 
-use super::request::{STACK_HEADERS, push_field, push_lower};
+use super::request::{STACK_HEADERS, header_slots, push_field, push_lower};
 
 /// How the body after the head is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,16 +63,15 @@ pub fn look(
     close: bool,
     out: &mut Vec<u8>,
 ) -> Look {
-    let mut on_stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut on_stack = [const { MaybeUninit::uninit() }; STACK_HEADERS];
     let mut on_heap = Vec::new();
-    let storage = if max_headers <= STACK_HEADERS {
-        &mut on_stack[..max_headers]
-    } else {
-        on_heap.resize(max_headers, httparse::EMPTY_HEADER);
-        &mut on_heap[..]
-    };
-    let mut response = httparse::Response::new(storage);
-    let len = match response.parse(buf) {
+    let storage = header_slots(&mut on_stack, &mut on_heap, max_headers);
+    let mut response = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        storage,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Look::Partial,
         Err(_) => return Look::Other,
