@@ -14,6 +14,7 @@
 //! [`frame_guard`] (its frame sizes). For browsers: [`cors`] (preflights and
 //! `Access-Control-*`), [`outage`] (an event stream's answer while its backend is down).
 
+pub mod already_sent;
 pub mod body;
 pub mod check;
 pub mod client_body;

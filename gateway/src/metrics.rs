@@ -58,7 +58,7 @@ pub struct GatewayMetrics {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExpressLabel {
     /// `answered`; `handed_over` (the full path took the request and its connection);
-    /// `sent_again` (the lane sent it, the full path sent it again and answered).
+    /// `response_handed_over` (the lane sent it, the full path took its response).
     pub outcome: &'static str,
 }
 
@@ -114,7 +114,7 @@ impl GatewayMetrics {
         );
         registry.register(
             "vx11_gateway_express_requests",
-            "Requests the express lane met, by outcome (answered; handed_over: to the full path with their connection; sent_again: its response was the full path's to give, so the full path sent the request again)",
+            "Requests the express lane met, by outcome (answered; handed_over: to the full path with their connection; response_handed_over: sent by the lane, the response read and answered by the full path)",
             metrics.express.clone(),
         );
         registry.register_collector(Box::new(TokenMetrics(store)));

@@ -20,6 +20,7 @@ use vx11_service::{
     drain_refused_body, expects_continue,
 };
 
+use crate::already_sent::AlreadySent;
 use crate::body::{OpenStream, ProxiedBody, StreamParts};
 use crate::client_body::ClientBody;
 use crate::forwarded::{Seen, set_forwarded};
@@ -124,6 +125,11 @@ pub async fn forward(
     set_forwarded(&mut parts.headers, seen, &gateway.trusted_proxies);
     parts.uri = uri;
     parts.version = Version::HTTP_11;
+    // The express lane sent it already: its response is read, not asked for again.
+    let already = parts
+        .extensions
+        .remove::<AlreadySent>()
+        .and_then(|sent| sent.take());
     parts.extensions.clear();
 
     let asks_for_stream = accepts_event_stream(&parts.headers) && upgrade.is_none();
@@ -154,7 +160,14 @@ pub async fn forward(
     let metrics = &gateway.metrics;
     let response = match gateway
         .upstreams
-        .send(module, upstream_request, &outcome, over_h2c, metrics)
+        .send(
+            module,
+            upstream_request,
+            &outcome,
+            over_h2c,
+            metrics,
+            already,
+        )
         .await
     {
         Ok(response) => response,

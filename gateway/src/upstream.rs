@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use http_body::Body as _;
 
+use crate::already_sent::Sent;
+use crate::body::BoxError;
 use crate::client_body::{BodyFailure, BodyOutcome};
 use crate::connect::BackendConnector;
 use crate::h2c_fallback::{H2cFallbacks, answers_http1, is_not_h2c};
@@ -176,8 +178,15 @@ impl Upstreams {
         body: &BodyOutcome,
         over_h2c: bool,
         metrics: &GatewayMetrics,
+        already: Option<Sent>,
     ) -> Result<hyper::Response<Incoming>, NotSent> {
         let started = Instant::now();
+        if let Some(sent) = already.filter(|_| !over_h2c) {
+            let outcome = tokio::time::timeout(self.timeout, sent.response(request, self.limits))
+                .await
+                .map(|answered| answered.map_err(BoxError::from));
+            return self.answered(module, body, metrics, started, outcome);
+        }
         let mut request = request;
         let mut over_h2c = over_h2c;
         let outcome = loop {
@@ -224,6 +233,22 @@ impl Upstreams {
                 other => break other,
             }
         };
+        let outcome = outcome.map(|answered| answered.map_err(BoxError::from));
+        self.answered(module, body, metrics, started, outcome)
+    }
+
+    /// What became of a request sent at `started`: the response, or the answer for the
+    /// client when there is none (counted and logged).
+    // `send`'s result, handed on at once (the answer is a response, as large as it is).
+    #[allow(clippy::result_large_err)]
+    fn answered(
+        &self,
+        module: &Module,
+        body: &BodyOutcome,
+        metrics: &GatewayMetrics,
+        started: Instant,
+        outcome: Result<Result<hyper::Response<Incoming>, BoxError>, tokio::time::error::Elapsed>,
+    ) -> Result<hyper::Response<Incoming>, NotSent> {
         match outcome {
             Ok(Ok(response)) => {
                 metrics
@@ -240,7 +265,7 @@ impl Upstreams {
                     Some(BodyFailure::Invalid) => return Err(NotSent::InvalidBody),
                     None => {}
                 }
-                if is_response_too_large(&error) {
+                if is_response_too_large(&*error) {
                     count_error(metrics, module, "response_too_large");
                     tracing::warn!(
                         module = %module.name,
@@ -255,7 +280,7 @@ impl Upstreams {
                 tracing::warn!(
                     module = %module.name,
                     backend = %module.upstream.url,
-                    reason = %root_cause(&error),
+                    reason = %root_cause(&*error),
                     "backend unavailable: answered 502"
                 );
                 Err(NotSent::Refused(

@@ -37,8 +37,19 @@ pub type ClientIo = Watched<Prefixed<ClientSocket>>;
 pub enum ExpressEnd {
     /// The connection is done with (closed by either side, or broken).
     Closed,
-    /// hyper serves the rest, starting with these bytes (the first request not answered).
-    HandOver(Bytes),
+    /// hyper serves the rest, starting with these bytes (the first request not answered);
+    /// `first` goes into that first request's extensions.
+    HandOver { bytes: Bytes, first: Option<First> },
+}
+
+/// What the lane leaves for the first request hyper reads after it (put into the
+/// request's extensions): the gateway's backend response already under way.
+pub struct First(pub Box<dyn FnOnce(&mut http::Extensions) + Send>);
+
+impl std::fmt::Debug for First {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("First")
+    }
 }
 
 /// What an express lane gets of a connection.

@@ -19,7 +19,7 @@ use tower::ServiceExt as _;
 
 use crate::connection::{Clocks, ConnectionClock, Expiry, InFlight, InFlightBody, Watched};
 use crate::connection_cap::{ConnectionCap, ListenerMetrics};
-use crate::express::{ExpressConnection, ExpressEnd, ExpressLane, Prefixed};
+use crate::express::{ExpressConnection, ExpressEnd, ExpressLane, First, Prefixed};
 use crate::settings::{ListenerLimits, MIN_HEADER_BYTES};
 use crate::shutdown::Shutdown;
 
@@ -231,11 +231,15 @@ where
             let clock = ConnectionClock::new();
             let mut io = Watched::new(Prefixed::new(tcp), clock.clone());
             let express = express.filter(|_| scheme == crate::ClientScheme::Http);
+            let mut first = None;
             if let Some(express) = express {
                 let lane = ExpressConnection::new(&mut io, peer, clock.clone(), draining.clone());
                 match run_express(&*express, lane, &close_all, clocks, &connections).await {
                     ExpressEnd::Closed => return,
-                    ExpressEnd::HandOver(bytes) => io.get_mut().put_back(bytes),
+                    ExpressEnd::HandOver { bytes, first: left } => {
+                        io.get_mut().put_back(bytes);
+                        first = left;
+                    }
                 }
             }
             let service = ConnectionService {
@@ -245,6 +249,7 @@ where
                 clock: clock.clone(),
                 draining,
                 place: place.clone(),
+                first: std::sync::Mutex::new(first),
             };
             let io = TokioIo::new(io);
             let connection = builder.serve_connection_with_upgrades(io, service);
@@ -344,6 +349,8 @@ struct ConnectionService<S> {
     clock: Arc<ConnectionClock>,
     draining: Arc<AtomicBool>,
     place: ConnectionPlace,
+    /// For the first request: what the express lane left for it.
+    first: std::sync::Mutex<Option<First>>,
 }
 
 /// A connection's place under `VX11_MAX_CONNECTIONS` and in the count the shutdown waits
@@ -384,6 +391,9 @@ where
         request.extensions_mut().insert(ConnectInfo(self.peer));
         request.extensions_mut().insert(self.scheme);
         request.extensions_mut().insert(self.place.clone());
+        if let Some(First(put)) = self.first.lock().ok().and_then(|mut first| first.take()) {
+            put(request.extensions_mut());
+        }
         Answer {
             inner: self.app.clone().oneshot(request),
             in_flight: Some(in_flight),

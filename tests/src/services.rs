@@ -79,13 +79,8 @@ fn profile_dir() -> Result<PathBuf> {
 fn build_service_binaries(profile_dir: &Path) -> std::result::Result<(), String> {
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.args([
-        "build",
-        "--bin",
-        "vx11-gateway",
-        "--bin",
-        "vx11-operator-backend",
-    ]);
+    // By package: from this package's directory, `--bin` finds only this package's bins.
+    cargo.args(["build", "-p", "vx11-gateway", "-p", "vx11-operator-backend"]);
     if release {
         cargo.arg("--release");
     }

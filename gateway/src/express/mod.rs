@@ -7,9 +7,10 @@
 //!   fails, an event stream, headers that ask more of a proxy, CORS on, …) goes to hyper
 //!   with the rest of its connection;
 //! - a response the lane does not take ([`response`]: an event stream, a redirect to
-//!   rewrite, no framing, a head over the limits, …) or a backend that cannot be reached
-//!   is dropped and the request, a `GET`, is sent again by the full path, which answers it
-//!   as it answers every other (502, 504, a stream, …).
+//!   rewrite, a body to the end of the connection, a head over the limits, none at all)
+//!   is handed over with the request: the full path reads it from the backend socket
+//!   ([`crate::already_sent`]) and answers as it answers every other (a stream, 502, …);
+//!   a backend the lane cannot reach is the full path's to try.
 //!
 //! Either way the client gets what the full path would give it, and the access line,
 //! metrics and limits are the same.
@@ -34,9 +35,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tower::Service as _;
-use vx11_service::express::{ExpressConnection, ExpressEnd, ExpressLane, read_some};
+use vx11_service::express::{ExpressConnection, ExpressEnd, ExpressLane, First, read_some};
 use vx11_service::{AnsweredRecord, ListenerLimits};
 
+use crate::already_sent::AlreadySent;
 use crate::connect::BackendConnector;
 use crate::gateway::Gateway;
 use crate::metrics::{ExpressLabel, GatewayMetrics, ModuleLabel};
@@ -67,7 +69,7 @@ pub struct GatewayExpress {
 struct Counts {
     answered: Counter,
     handed_over: Counter,
-    sent_again: Counter,
+    response_handed_over: Counter,
 }
 
 impl Counts {
@@ -81,7 +83,7 @@ impl Counts {
         Self {
             answered: count("answered"),
             handed_over: count("handed_over"),
-            sent_again: count("sent_again"),
+            response_handed_over: count("response_handed_over"),
         }
     }
 }
@@ -94,12 +96,23 @@ struct Exchange {
     timer: HeadTimer,
 }
 
+/// How sending a request to a backend went.
+enum Sent {
+    /// The lane passes the response on.
+    Plain(TcpStream, response::Head),
+    /// The request went out; its response is the full path's to read.
+    Left(AlreadySent),
+    /// Nothing went out (no connection): the full path sends the request itself.
+    Not,
+}
+
 /// How one exchange with a backend ended.
 enum Exchanged {
     /// The client has its answer.
     Answered { status: u16 },
-    /// The full path answers the request (sent again, if it reached the backend).
-    FullPath,
+    /// The full path answers the request: from the response already under way, or
+    /// (`None`) by sending it itself.
+    FullPath(Option<AlreadySent>),
     /// The answer was cut: the client's connection is closed.
     Cut,
 }
@@ -184,9 +197,17 @@ impl GatewayExpress {
                 .await;
             let status = match exchanged {
                 Exchanged::Answered { status } => status,
-                Exchanged::FullPath => {
-                    self.counts.sent_again.inc();
-                    return ExpressEnd::HandOver(buf.freeze());
+                Exchanged::FullPath(already) => {
+                    self.counts.response_handed_over.inc();
+                    let first = already.map(|already| {
+                        First(Box::new(move |extensions: &mut axum::http::Extensions| {
+                            extensions.insert(already);
+                        }))
+                    });
+                    return ExpressEnd::HandOver {
+                        bytes: buf.freeze(),
+                        first,
+                    };
                 }
                 Exchanged::Cut => return ExpressEnd::Closed,
             };
@@ -229,7 +250,10 @@ impl GatewayExpress {
 
     fn hand_over(&self, buf: BytesMut) -> ExpressEnd {
         self.counts.handed_over.inc();
-        ExpressEnd::HandOver(buf.freeze())
+        ExpressEnd::HandOver {
+            bytes: buf.freeze(),
+            first: None,
+        }
     }
 
     /// Sends the request to its backend and the answer to the client.
@@ -264,8 +288,9 @@ impl GatewayExpress {
             }
         };
         let (mut upstream, head) = match sent {
-            Some(Some(sent)) => sent,
-            Some(None) => return Exchanged::FullPath,
+            Some(Sent::Plain(upstream, head)) => (upstream, head),
+            Some(Sent::Left(already)) => return Exchanged::FullPath(Some(already)),
+            Some(Sent::Not) => return Exchanged::FullPath(None),
             None => {
                 let answer = upstreams.timed_out(module, &self.gateway.metrics);
                 return match write_answer(answer, plain.close, client, out).await {
@@ -310,7 +335,6 @@ impl GatewayExpress {
 
     /// Writes the request to a backend connection (a pooled one, or a new one if that one
     /// turns out closed) and reads the response head; the client's head is in `out`.
-    /// `None`: the full path is to answer.
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
@@ -321,44 +345,49 @@ impl GatewayExpress {
         max_headers: usize,
         close: bool,
         out: &mut Vec<u8>,
-    ) -> Option<(TcpStream, response::Head)> {
+    ) -> Sent {
         let max_head = max_head.max(UPSTREAM_READ_BUFFER);
         let mut pooled = self.pool.take(&module.name);
         loop {
             let reused = pooled.is_some();
             let mut upstream = match pooled.take() {
                 Some(stream) => stream,
-                None => self.connect(module).await?,
+                None => match self.connect(module).await {
+                    Some(stream) => stream,
+                    None => return Sent::Not,
+                },
             };
             rbuf.clear();
             out.clear();
-            let written = upstream.write_all(upstream_head).await.is_ok();
-            let mut got_any = false;
-            if written {
-                loop {
-                    match read_some(&mut upstream, rbuf, max_head).await {
-                        Ok(n) if n > 0 => got_any = true,
-                        _ => break,
-                    }
-                    match response::look(
-                        rbuf,
-                        max_headers,
-                        self.gateway.rewrite_redirects,
-                        close,
-                        out,
-                    ) {
-                        response::Look::Plain(head) => return Some((upstream, head)),
-                        response::Look::Other => return None,
-                        response::Look::Partial if rbuf.len() >= max_head => return None,
-                        response::Look::Partial => {}
+            if upstream.write_all(upstream_head).await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Sent::Not;
+            }
+            loop {
+                match read_some(&mut upstream, rbuf, max_head).await {
+                    Ok(n) if n > 0 => {}
+                    // A pooled connection the backend closed meanwhile: once more on a new
+                    // one (nothing was answered, so nothing was done).
+                    _ if reused && rbuf.is_empty() => break,
+                    // Closed or broken mid-way: the full path tells the client.
+                    _ => return Sent::Left(AlreadySent::new(upstream, rbuf.split().freeze())),
+                }
+                match response::look(
+                    rbuf,
+                    max_headers,
+                    self.gateway.rewrite_redirects,
+                    close,
+                    out,
+                ) {
+                    response::Look::Plain(head) => return Sent::Plain(upstream, head),
+                    response::Look::Partial if rbuf.len() < max_head => {}
+                    response::Look::Partial | response::Look::Other => {
+                        return Sent::Left(AlreadySent::new(upstream, rbuf.split().freeze()));
                     }
                 }
             }
-            // A pooled connection the backend closed meanwhile: once more on a new one.
-            if reused && !got_any {
-                continue;
-            }
-            return None;
         }
     }
 
