@@ -19,9 +19,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::response_limits::ResponseLimits;
-use crate::upstream::UPSTREAM_READ_BUFFER;
-
 /// The backend exchange the lane started, in a request's extensions (taken once).
 #[derive(Clone, Default)]
 pub struct AlreadySent(Arc<Mutex<Option<Sent>>>);
@@ -51,11 +48,13 @@ impl AlreadySent {
 
 impl Sent {
     /// The backend's response to `request` (already sent), read by hyper's client with the
-    /// full path's limits.
+    /// full path's limits: a read buffer of at most `max_buf` bytes (the largest head) and
+    /// at most `max_headers` fields.
     pub async fn response(
         self,
         request: hyper::Request<Body>,
-        limits: ResponseLimits,
+        max_buf: usize,
+        max_headers: usize,
     ) -> Result<hyper::Response<Incoming>, hyper::Error> {
         let io = TokioIo::new(Replayed {
             read: self.read,
@@ -64,8 +63,8 @@ impl Sent {
             reader: None,
         });
         let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
-            .max_buf_size(limits.header_bytes.max(UPSTREAM_READ_BUFFER))
-            .max_headers(limits.headers)
+            .max_buf_size(max_buf)
+            .max_headers(max_headers)
             .handshake(io)
             .await?;
         // Ends with the response's body (nothing else is sent on it).
@@ -152,16 +151,12 @@ mod tests {
         let request = hyper::Request::get("http://backend/x")
             .body(Body::empty())
             .unwrap();
-        let limits = ResponseLimits {
-            header_bytes: 16 * 1024,
-            headers: 100,
-        };
         let response = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             AlreadySent::new(near, read)
                 .take()
                 .unwrap()
-                .response(request, limits),
+                .response(request, 16 * 1024, 100),
         )
         .await
         .expect("no response within 5 s")

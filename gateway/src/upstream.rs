@@ -182,7 +182,12 @@ impl Upstreams {
     ) -> Result<hyper::Response<Incoming>, NotSent> {
         let started = Instant::now();
         if let Some(sent) = already.filter(|_| !over_h2c) {
-            let outcome = tokio::time::timeout(self.timeout, sent.response(request, self.limits))
+            let read = sent.response(
+                request,
+                self.limits.header_bytes.max(UPSTREAM_READ_BUFFER),
+                self.limits.headers,
+            );
+            let outcome = tokio::time::timeout(self.timeout, read)
                 .await
                 .map(|answered| answered.map_err(BoxError::from));
             return self.answered(module, body, metrics, started, outcome);

@@ -19,7 +19,7 @@ use tower::ServiceExt as _;
 
 use crate::connection::{Clocks, ConnectionClock, Expiry, InFlight, InFlightBody, Watched};
 use crate::connection_cap::{ConnectionCap, ListenerMetrics};
-use crate::express::{ExpressConnection, ExpressEnd, ExpressLane, First, Prefixed};
+use crate::express::{self, ExpressConnection, ExpressEnd, ExpressLane, First, Prefixed};
 use crate::settings::{ListenerLimits, MIN_HEADER_BYTES};
 use crate::shutdown::Shutdown;
 
@@ -234,7 +234,7 @@ where
             let mut first = None;
             if let Some(express) = express {
                 let lane = ExpressConnection::new(&mut io, peer, clock.clone(), draining.clone());
-                match run_express(&*express, lane, &close_all, clocks, &connections).await {
+                match express::run(&*express, lane, &close_all, clocks, &connections).await {
                     ExpressEnd::Closed => return,
                     ExpressEnd::HandOver { bytes, first: left } => {
                         io.get_mut().put_back(bytes);
@@ -300,43 +300,6 @@ where
         );
     }
     Ok(())
-}
-
-/// The express lane on a new connection, under the connection's clock and the shutdown:
-/// whether hyper serves the rest.
-async fn run_express(
-    express: &dyn ExpressLane,
-    connection: ExpressConnection<'_>,
-    close_all: &CancellationToken,
-    clocks: Clocks,
-    connections: &ConnectionCap,
-) -> ExpressEnd {
-    let clock = connection.clock();
-    let lane = express.serve(connection);
-    tokio::pin!(lane);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            end = lane.as_mut() => return end,
-            // Between requests the connection just closes, as hyper's does; a request being
-            // answered finishes first (looked at every 20 ms).
-            () = close_all.cancelled(), if !closing => {
-                if clock.is_idle() {
-                    return ExpressEnd::Closed;
-                }
-                closing = true;
-            }
-            () = tokio::time::sleep(Duration::from_millis(20)), if closing => {
-                if clock.is_idle() {
-                    return ExpressEnd::Closed;
-                }
-            }
-            expiry = clock.expired(clocks), if !closing => {
-                connections.closed(expiry);
-                return ExpressEnd::Closed;
-            }
-        }
-    }
 }
 
 /// `app` as one connection serves it: each request carries the peer's address and the
