@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use axum::body::Body;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use vx11_service::express::Prefixed;
 
 /// The backend exchange the lane started, in a request's extensions (taken once).
 #[derive(Clone, Default)]
@@ -56,9 +57,10 @@ impl Sent {
         max_buf: usize,
         max_headers: usize,
     ) -> Result<hyper::Response<Incoming>, hyper::Error> {
+        let mut socket = Prefixed::new(self.stream);
+        socket.put_back(self.read);
         let io = TokioIo::new(Replayed {
-            read: self.read,
-            stream: self.stream,
+            socket,
             asked: false,
             reader: None,
         });
@@ -80,9 +82,8 @@ pin_project_lite::pin_project! {
     /// Nothing is read before hyper has written its request: a response read before it
     /// is one nobody asked for, to hyper.
     struct Replayed {
-        read: Bytes,
         #[pin]
-        stream: TcpStream,
+        socket: Prefixed<TcpStream>,
         asked: bool,
         reader: Option<Waker>,
     }
@@ -99,13 +100,7 @@ impl AsyncRead for Replayed {
             *this.reader = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        if !this.read.is_empty() {
-            let n = this.read.len().min(buf.remaining());
-            buf.put_slice(&this.read[..n]);
-            this.read.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        this.stream.poll_read(cx, buf)
+        this.socket.poll_read(cx, buf)
     }
 }
 

@@ -39,7 +39,7 @@ use crate::websocket;
 /// in front). `TE` is dropped too, but for its `trailers`, which says the client takes
 /// trailers: it is sent on, as hyper's HTTP/1.1 server and a backend's both need it to
 /// send trailers. `Trailer` (the names of the trailer fields) is end-to-end and kept.
-const HOP_BY_HOP: [&str; 8] = [
+pub const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",

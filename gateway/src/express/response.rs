@@ -13,6 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 
+use crate::proxy::HOP_BY_HOP;
+
 use super::request::{STACK_HEADERS, header_slots, push_field, push_lower};
 
 /// How the body after the head is framed.
@@ -42,17 +44,6 @@ pub enum Look {
     /// Not the plain case: the request goes the full path.
     Other,
 }
-
-/// Response headers never passed on (RFC 9110 §7.6.1; the full path drops the same).
-const HOP_BY_HOP: [&str; 7] = [
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// Looks at the response head at the start of `buf`; when the lane takes it, writes the
 /// client's head to `out` (appended). `close`: the client's connection closes after it.
@@ -158,8 +149,8 @@ fn head(
     let empty = framing == Framing::Length(0);
     for header in response.headers.iter() {
         let name = header.name;
-        if name.eq_ignore_ascii_case("connection")
-            || HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        // Never passed on: the full path's list (RFC 9110 §7.6.1).
+        if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
             || ((chunked || empty) && name.eq_ignore_ascii_case("content-length"))
         {
             continue;
