@@ -177,11 +177,19 @@ start_haproxy() { # name addr upstream threads → sets HAPROXY_PID
 }
 
 NEXT_METRICS=$METRICS_PORT
+# The SSE step opens all its streams with one token, each on its own connection: the stream
+# and connection caps (VX11_MAX_STREAMS, VX11_MAX_STREAMS_PER_TOKEN, VX11_MAX_CONNECTIONS:
+# 10 000, 5 000 and 10 000 by default) are raised above that for the gateway and the backend,
+# or they would refuse half the streams (429) and the broadcast's post (connection closed).
+STREAM_CAPS=(VX11_MAX_STREAMS="$((SSE_STREAMS + 1000))" VX11_MAX_STREAMS_PER_TOKEN="$((SSE_STREAMS + 1000))"
+  VX11_MAX_CONNECTIONS="$((SSE_STREAMS + 1000))")
+
 start_gateway() { # name addr tokens_dir backend_url [workers] → sets GW_PID
   local name=$1 addr=$2 dir=$3 backend=$4 workers=${5:-}
   need_port "$addr"
   local envs=(VX11_GATEWAY_ADDR="$addr" VX11_OPERATOR_BACKEND_URL="$backend" VX11_TOKENS_DIR="$dir"
-    VX11_METRICS_ADDR="127.0.0.1:$NEXT_METRICS" RUST_LOG="${BENCH_GATEWAY_LOG:-info}")
+    VX11_METRICS_ADDR="127.0.0.1:$NEXT_METRICS" RUST_LOG="${BENCH_GATEWAY_LOG:-info}"
+    "${STREAM_CAPS[@]}")
   [[ -z $workers ]] || envs+=(VX11_WORKERS="$workers")
   env "${envs[@]}" "$BIN/vx11-gateway" >"$LOGS/$name.log" 2>&1 &
   GW_PID=$!
@@ -192,8 +200,8 @@ start_gateway() { # name addr tokens_dir backend_url [workers] → sets GW_PID
 
 start_backend() { # name → sets BACKEND_PID (a fresh operator backend on $BACKEND)
   need_port "$BACKEND"
-  VX11_OPERATOR_BACKEND_ADDR=$BACKEND VX11_TOKENS_DIR=$FIX/tokens VX11_METRICS_ADDR=127.0.0.1:$NEXT_METRICS \
-    RUST_LOG=info "$BIN/vx11-operator-backend" >"$LOGS/$1.log" 2>&1 &
+  env VX11_OPERATOR_BACKEND_ADDR="$BACKEND" VX11_TOKENS_DIR="$FIX/tokens" VX11_METRICS_ADDR="127.0.0.1:$NEXT_METRICS" \
+    RUST_LOG=info "${STREAM_CAPS[@]}" "$BIN/vx11-operator-backend" >"$LOGS/$1.log" 2>&1 &
   BACKEND_PID=$!
   PIDS+=("$BACKEND_PID")
   NEXT_METRICS=$((NEXT_METRICS + 1))
