@@ -211,8 +211,11 @@ where
                 None => (Either::Left(tcp), crate::ClientScheme::Http),
                 Some(tls) => {
                     let handshake = tokio::time::timeout(clocks.head, tls.acceptor().accept(tcp));
+                    // Kept to the end of this arm: a socket given up on closes after it is
+                    // counted, so whoever sees it closed finds it in the metrics.
+                    tokio::pin!(handshake);
                     let shaken = tokio::select! {
-                        shaken = handshake => shaken,
+                        shaken = &mut handshake => shaken,
                         () = close_all.cancelled() => return,
                     };
                     match shaken {
