@@ -134,16 +134,20 @@ pub fn set_forwarded_for(headers: &mut HeaderMap, peer: Option<IpAddr>, proxies:
         _ => None,
     };
     headers.remove(&X_FORWARDED_FOR);
-    let Some(peer) = peer.map(|peer| peer.to_canonical()) else {
-        return;
-    };
-    let value = match from_client {
+    if let Some(value) = peer.and_then(|peer| forwarded_for_value(from_client.as_deref(), peer)) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+/// The `X-Forwarded-For` the backend gets: the client's chain (from a trusted proxy) and
+/// `peer`, or `peer` alone.
+pub fn forwarded_for_value(chain: Option<&str>, peer: IpAddr) -> Option<HeaderValue> {
+    let peer = peer.to_canonical();
+    let value = match chain {
         Some(chain) => format!("{chain}, {peer}"),
         None => peer.to_string(),
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
+    HeaderValue::from_str(&value).ok()
 }
 
 /// Every `X-Forwarded-For` line of the request, in order, as one list.

@@ -40,6 +40,7 @@ use vx11_service::{AnsweredRecord, ListenerLimits};
 
 use crate::already_sent::AlreadySent;
 use crate::connect::BackendConnector;
+use crate::forwarded::forwarded_for_value;
 use crate::gateway::Gateway;
 use crate::metrics::{ExpressLabel, GatewayMetrics, ModuleLabel};
 use crate::modules::Module;
@@ -426,10 +427,9 @@ impl ExpressLane for GatewayExpress {
 }
 
 /// The `X-Forwarded-For` of every request the lane takes on a connection from `peer`: none
-/// carries one of its own (one from a trusted proxy is the full path's), so it is the
-/// peer's address, as [`crate::forwarded::set_forwarded_for`] writes it.
+/// carries one of its own (one from a trusted proxy is the full path's).
 fn forwarded_for(peer: std::net::SocketAddr) -> Option<axum::http::HeaderValue> {
-    axum::http::HeaderValue::from_str(&peer.ip().to_canonical().to_string()).ok()
+    forwarded_for_value(None, peer.ip())
 }
 
 /// Writes an answer made by the gateway itself (an [`vx11_service::ApiError`]) as hyper
@@ -443,17 +443,7 @@ async fn write_answer(
     let (parts, body) = answer.into_parts();
     let body = axum::body::to_bytes(body, 64 * 1024).await.ok()?;
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(
-        parts
-            .status
-            .canonical_reason()
-            .unwrap_or("<none>")
-            .as_bytes(),
-    );
-    out.extend_from_slice(b"\r\n");
+    response::push_status_line(out, parts.status);
     for (name, value) in &parts.headers {
         request::push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -461,9 +451,8 @@ async fn write_answer(
         request::push_field(out, b"connection", b"close");
     }
     request::push_field(out, b"content-length", body.len().to_string().as_bytes());
-    out.extend_from_slice(b"date: ");
-    response::push_date(out);
-    out.extend_from_slice(b"\r\n\r\n");
+    response::push_date_field(out);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
     client.write_all(out).await.ok()?;
     out.clear();

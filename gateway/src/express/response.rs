@@ -139,11 +139,7 @@ fn head(
         (false, None) => return None,
     };
 
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    push_status_line(out, status);
     // hyper writes no length of its own for a body it sees empty: a status without a body
     // gets none, any other `content-length: 0` after the other fields.
     let empty = framing == Framing::Length(0);
@@ -170,9 +166,7 @@ fn head(
         push_field(out, b"content-length", b"0");
     }
     if !has_date {
-        out.extend_from_slice(b"date: ");
-        push_date(out);
-        out.extend_from_slice(b"\r\n");
+        push_date_field(out);
     }
     out.extend_from_slice(b"\r\n");
     Some(Head {
@@ -183,8 +177,25 @@ fn head(
     })
 }
 
+/// `HTTP/1.1 <code> <reason>`, with the canonical reason (hyper's `<none>` for a code without
+/// one).
+pub(super) fn push_status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `date: <now>`, the field hyper adds to an answer without one.
+pub(super) fn push_date_field(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"date: ");
+    push_date(out);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The IMF-fixdate of now, formatted once a second per thread (as hyper caches it).
-pub(super) fn push_date(out: &mut Vec<u8>) {
+fn push_date(out: &mut Vec<u8>) {
     thread_local! {
         static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
