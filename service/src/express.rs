@@ -20,18 +20,18 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use crate::client_tcp::ClientTcp;
 use crate::connection::{Clocks, ConnectionClock, InFlight, Watched};
 use crate::connection_cap::ConnectionCap;
 
 /// A client's connection: in the clear, or TLS (`VX11_TLS_DIR`).
-pub type ClientSocket = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+pub type ClientSocket = Either<ClientTcp, tokio_rustls::server::TlsStream<ClientTcp>>;
 
 /// A client's socket as the express lane and hyper read it: bytes the lane read and handed
 /// back first, then the socket; watched by the connection's clock.
@@ -257,6 +257,11 @@ impl<T: AsyncWrite> AsyncWrite for Prefixed<T> {
     }
 }
 
+/// The room [`read_some`] makes in its buffer when it has less than a quarter of that left
+/// (less if the limit is nearer). A buffer created with at least a quarter of it is not
+/// grown (and copied) for its first read.
+pub const READ_ROOM: usize = 16 * 1024;
+
 /// Reads what `io` has into `buf` (at most `limit` bytes in all): `Ok(0)` at the end of the
 /// stream.
 pub async fn read_some<R: AsyncRead + Unpin>(
@@ -269,7 +274,9 @@ pub async fn read_some<R: AsyncRead + Unpin>(
     if room == 0 {
         return Ok(0);
     }
-    buf.reserve(room.min(16 * 1024));
+    if buf.capacity() - buf.len() < READ_ROOM / 4 {
+        buf.reserve(room.min(READ_ROOM));
+    }
     let mut limited = (&mut *io).take(room as u64);
     limited.read_buf(buf).await
 }

@@ -11,6 +11,7 @@ mod access_line;
 mod api_error;
 mod auth;
 mod body_limit;
+mod client_tcp;
 mod connection;
 mod connection_cap;
 mod duration;

@@ -17,9 +17,10 @@ use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use crate::client_tcp::{ClientListener, ClientTcp};
 use crate::connection::{Clocks, ConnectionClock, Expiry, InFlight, InFlightBody, Watched};
 use crate::connection_cap::{ConnectionCap, ListenerMetrics};
-use crate::express::{self, ExpressConnection, ExpressEnd, ExpressLane, First, Prefixed};
+use crate::express::{self, ClientIo, ExpressConnection, ExpressEnd, ExpressLane, First, Prefixed};
 use crate::settings::{ListenerLimits, MIN_HEADER_BYTES};
 use crate::shutdown::Shutdown;
 
@@ -173,6 +174,7 @@ where
     let close_all = CancellationToken::new();
     let draining = Arc::new(AtomicBool::new(false));
     let open = Arc::new(AtomicUsize::new(0));
+    let listener = ClientListener::new(listener)?;
     loop {
         let (tcp, peer) = tokio::select! {
             biased;
@@ -189,8 +191,6 @@ where
             drop(tcp);
             continue;
         };
-        // Small responses and SSE events go out at once rather than waiting on Nagle.
-        let _ = tcp.set_nodelay(true);
         let place = ConnectionPlace {
             _place: Arc::new(Place {
                 _open: OpenConnection::count(&open),
@@ -205,29 +205,20 @@ where
         let connections = serving.connections.clone();
         let express = serving.express.clone();
         tokio::spawn(async move {
-            // The handshake is under the head's clock: a client that opens a connection and
-            // sends nothing holds it no longer than one that sends half a head.
+            // The parts of a connection's future that only some connections need (the TLS
+            // handshake, hyper's connection) are boxed when needed: inline, they made every
+            // connection's task several KiB, copied at its start and at its end.
             let (tcp, scheme) = match tls {
                 None => (Either::Left(tcp), crate::ClientScheme::Http),
                 Some(tls) => {
-                    let handshake = tokio::time::timeout(clocks.head, tls.acceptor().accept(tcp));
-                    // Kept to the end of this arm: a socket given up on closes after it is
-                    // counted, so whoever sees it closed finds it in the metrics.
-                    tokio::pin!(handshake);
-                    let shaken = tokio::select! {
-                        shaken = &mut handshake => shaken,
-                        () = close_all.cancelled() => return,
-                    };
-                    match shaken {
-                        Ok(Ok(stream)) => (Either::Right(stream), crate::ClientScheme::Https),
-                        Ok(Err(error)) => {
+                    let shaken = Box::pin(handshake(tls, tcp, clocks, &close_all, &connections));
+                    match shaken.await {
+                        Ok(stream) => (Either::Right(stream), crate::ClientScheme::Https),
+                        Err(Some(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
                             return;
                         }
-                        Err(_) => {
-                            connections.closed(Expiry::SlowHandshake);
-                            return;
-                        }
+                        Err(None) => return,
                     }
                 }
             };
@@ -254,35 +245,14 @@ where
                 place: place.clone(),
                 first: std::sync::Mutex::new(first),
             };
-            let io = TokioIo::new(io);
-            let connection = builder.serve_connection_with_upgrades(io, service);
-            tokio::pin!(connection);
-            let mut closing = false;
-            let ended = loop {
-                tokio::select! {
-                    ended = connection.as_mut() => break ended,
-                    () = close_all.cancelled(), if !closing => {
-                        connection.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    expiry = clock.expired(clocks), if !closing => {
-                        connections.closed(expiry);
-                        match expiry {
-                            // Nothing in flight: closed between requests, cleanly.
-                            Expiry::Idle => {
-                                connection.as_mut().graceful_shutdown();
-                                closing = true;
-                            }
-                            // A head still arriving: no answer is owed; the socket closes.
-                            // A peer that reads nothing cannot be told anything.
-                            Expiry::SlowHead | Expiry::SlowHandshake | Expiry::Stalled => {
-                                break Ok(());
-                            }
-                        }
-                    }
-                }
+            let hyper = HyperConnection {
+                builder,
+                close_all,
+                clock,
+                clocks,
+                connections,
             };
-            if let Err(error) = ended {
+            if let Err(error) = Box::pin(hyper.serve(io, service)).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(place);
@@ -303,6 +273,97 @@ where
         );
     }
     Ok(())
+}
+
+/// A TLS handshake under the head's clock: a client that opens a connection and sends
+/// nothing holds it no longer than one that sends half a head. `Err(None)`: given up on
+/// (timed out, counted, or the server closing).
+async fn handshake(
+    tls: crate::Tls,
+    tcp: ClientTcp,
+    clocks: Clocks,
+    close_all: &CancellationToken,
+    connections: &ConnectionCap,
+) -> Result<tokio_rustls::server::TlsStream<ClientTcp>, Option<std::io::Error>> {
+    let handshake = tokio::time::timeout(clocks.head, tls.acceptor().accept(tcp));
+    // Kept to the end: a socket given up on closes after it is counted, so whoever sees it
+    // closed finds it in the metrics.
+    tokio::pin!(handshake);
+    let shaken = tokio::select! {
+        shaken = &mut handshake => shaken,
+        () = close_all.cancelled() => return Err(None),
+    };
+    match shaken {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(error)) => Err(Some(error)),
+        Err(_) => {
+            connections.closed(Expiry::SlowHandshake);
+            Err(None)
+        }
+    }
+}
+
+/// hyper serving a connection (from its start, or from where the express lane handed it
+/// over) under the connection's clock and the server's shutdown.
+struct HyperConnection {
+    builder: Arc<AutoBuilder<TokioExecutor>>,
+    close_all: CancellationToken,
+    clock: Arc<ConnectionClock>,
+    clocks: Clocks,
+    connections: Arc<ConnectionCap>,
+}
+
+impl HyperConnection {
+    async fn serve<S>(
+        self,
+        io: ClientIo,
+        service: ConnectionService<S>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+    where
+        S: tower::Service<
+                axum::extract::Request,
+                Response = axum::response::Response,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let Self {
+            builder,
+            close_all,
+            clock,
+            clocks,
+            connections,
+        } = self;
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                ended = connection.as_mut() => return ended,
+                () = close_all.cancelled(), if !closing => {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                expiry = clock.expired(clocks), if !closing => {
+                    connections.closed(expiry);
+                    match expiry {
+                        // Nothing in flight: closed between requests, cleanly.
+                        Expiry::Idle => {
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        // A head still arriving: no answer is owed; the socket closes.
+                        // A peer that reads nothing cannot be told anything.
+                        Expiry::SlowHead | Expiry::SlowHandshake | Expiry::Stalled => {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `app` as one connection serves it: each request carries the peer's address and the

@@ -35,7 +35,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tower::Service as _;
-use vx11_service::express::{ExpressConnection, ExpressEnd, ExpressLane, First, read_some};
+use vx11_service::express::{
+    ExpressConnection, ExpressEnd, ExpressLane, First, READ_ROOM, read_some,
+};
 use vx11_service::{AnsweredRecord, ListenerLimits};
 
 use crate::already_sent::AlreadySent;
@@ -157,7 +159,7 @@ impl GatewayExpress {
             .limits
             .max_header_bytes
             .max(vx11_service::MIN_HEADER_BYTES);
-        let mut buf = BytesMut::with_capacity(4096);
+        let mut buf = BytesMut::with_capacity(max_head.min(READ_ROOM));
         let mut upstream_head = Vec::with_capacity(1024);
         let mut this = Exchange {
             out: Vec::with_capacity(1024),
