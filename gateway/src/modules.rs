@@ -1,7 +1,7 @@
 //! The modules the gateway routes, by name, each with its backend's base URL and whether
 //! the policy mode ([`vx11_service::PolicyMode`]) switches it on.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use hyper::Uri;
@@ -30,7 +30,7 @@ pub struct Modules(Arc<HashMap<String, Arc<Module>>>);
 impl Modules {
     /// `operator` plus `spec` (`name=url,...`), switched on or off by `mode`.
     pub fn parse(operator: Upstream, spec: &str, mode: PolicyMode) -> Result<Self, String> {
-        let mut modules = HashMap::new();
+        let mut modules = HashMap::default();
         let mut add = |name: &str, upstream: Upstream| {
             let module = Module {
                 name: name.into(),

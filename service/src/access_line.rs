@@ -65,18 +65,25 @@ impl AccessLine<'_> {
         write_json_str(self.uri, out);
         out.extend_from_slice(b",\"route\":");
         write_json_str(self.route, out);
-        let _ = write!(out, ",\"status\":{},\"latency_ms\":", self.status);
+        // Numbers without `fmt` (its machinery was a third of the line's cost).
+        out.extend_from_slice(b",\"status\":");
+        push_integer(out, u64::from(self.status));
+        out.extend_from_slice(b",\"latency_ms\":");
         if self.latency_ms.is_finite() && self.latency_ms >= 0.0 {
             // `{:.3}` by integers (float formatting was a tenth of the line's cost).
             let micros = (self.latency_ms * 1000.0).round() as u64;
-            let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
+            push_integer(out, micros / 1000);
+            out.push(b'.');
+            push_digits(out, micros % 1000, 3);
         } else if self.latency_ms.is_finite() {
             let _ = write!(out, "{:.3}", self.latency_ms);
         } else {
             out.extend_from_slice(b"null");
         }
         if let Some((fingerprint, name)) = self.token {
-            let _ = write!(out, ",\"token\":\"{fingerprint}\",\"token_name\":");
+            out.extend_from_slice(b",\"token\":\"");
+            out.extend_from_slice(&fingerprint.to_text());
+            out.extend_from_slice(b"\",\"token_name\":");
             write_json_str(name, out);
         }
         out.extend_from_slice(b",\"target\":\"access\"}\n");
@@ -202,7 +209,25 @@ fn write_timestamp(now: SystemTime, out: &mut Vec<u8>) {
         }
         out.extend_from_slice(text.as_bytes());
     });
-    let _ = write!(out, ".{:06}Z", since_epoch.subsec_micros());
+    out.push(b'.');
+    push_digits(out, u64::from(since_epoch.subsec_micros()), 6);
+    out.push(b'Z');
+}
+
+/// `value` in decimal.
+fn push_integer(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// The last `width` decimal digits of `value`, zero-padded (`{:0width$}` for a value under
+/// `10^width`).
+fn push_digits(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for digit in out[start..].iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 #[cfg(test)]
@@ -325,6 +350,7 @@ mod tests {
         let mut out = Vec::new();
         for (offset, expected) in [
             (0, "2026-11-22T13:26:58.000000Z"),
+            (42, "2026-11-22T13:26:58.000042Z"),
             (999_999, "2026-11-22T13:26:58.999999Z"),
             (1_000_000, "2026-11-22T13:26:59.000000Z"),
             (0, "2026-11-22T13:26:58.000000Z"),

@@ -74,6 +74,8 @@ pub struct ConnectionCap {
     max: usize,
     open: AtomicUsize,
     metrics: ListenerMetrics,
+    /// This listener's `vx11_connections_open`, looked up once (not twice per connection).
+    open_gauge: Gauge,
     refusals: Mutex<Refusals>,
 }
 
@@ -86,11 +88,16 @@ struct Refusals {
 impl ConnectionCap {
     /// `listener` names it in metrics and logs (`api` or `metrics`).
     pub fn new(listener: &'static str, max: usize, metrics: ListenerMetrics) -> Arc<Self> {
+        let open_gauge = metrics
+            .open
+            .get_or_create(&ListenerLabel { listener })
+            .clone();
         Arc::new(Self {
             listener,
             max,
             open: AtomicUsize::new(0),
             metrics,
+            open_gauge,
             refusals: Mutex::new(Refusals {
                 unlogged: 0,
                 last_logged: None,
@@ -111,7 +118,7 @@ impl ConnectionCap {
             self.refused();
             return None;
         }
-        self.label_gauge().inc();
+        self.open_gauge.inc();
         Some(Admitted(self.clone()))
     }
 
@@ -159,15 +166,6 @@ impl ConnectionCap {
             refusals.last_logged = Some(now);
         }
     }
-
-    fn label_gauge(&self) -> Gauge {
-        self.metrics
-            .open
-            .get_or_create(&ListenerLabel {
-                listener: self.listener,
-            })
-            .clone()
-    }
 }
 
 /// One admitted connection; its place is given back on drop.
@@ -177,7 +175,7 @@ pub struct Admitted(Arc<ConnectionCap>);
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
-        self.0.label_gauge().dec();
+        self.0.open_gauge.dec();
     }
 }
 

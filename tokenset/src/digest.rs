@@ -87,9 +87,24 @@ pub struct InvalidDigest {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u8; 6]);
 
+/// The length of a [`Fingerprint`]'s text.
+pub const FINGERPRINT_TEXT_LEN: usize = 19;
+
+impl Fingerprint {
+    /// The text (`sha256:` and 12 hex digits), without allocating: an access line writes
+    /// it for every request.
+    pub fn to_text(&self) -> [u8; FINGERPRINT_TEXT_LEN] {
+        let mut text = *b"sha256:000000000000";
+        // Six bytes are exactly the twelve digits' room: this cannot fail.
+        let _ = hex::encode_to_slice(self.0, &mut text[7..]);
+        text
+    }
+}
+
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", hex::encode(self.0))
+        let text = self.to_text();
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 

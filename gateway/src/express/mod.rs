@@ -21,7 +21,7 @@ mod request;
 mod response;
 mod timer;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

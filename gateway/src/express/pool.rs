@@ -3,7 +3,7 @@
 //! request never waits on another task (hyper's pooled client hands each request to the
 //! connection's task and the response back).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
