@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # vx11 benchmarks, one command: `bash bench/run.sh` (or `make bench`).
 #
-# Installs nginx-light, haproxy, wrk, nghttp2-client (h2load) and strace from Debian if
+# Installs nginx-light, haproxy, wrk, nghttp2-client (h2load), strace and valgrind from Debian if
 # missing, builds the release binaries, then on loopback only, each step bounded in time:
 #   proxy       the same upstream direct and behind nginx, HAProxy and vx11-gateway, each
 #               peer with W workers for every W of BENCH_WORKERS (nginx-Ww, haproxy-Ww,
@@ -10,6 +10,9 @@
 #   cost        per peer and W, exactly BENCH_COST_REQUESTS requests with h2load, keep-alive
 #               and new connection: CPU µs per request (the peer's processes, /proc), then the
 #               same requests again under strace -c: system calls per request, top 3
+#   instructions  per peer with one worker under valgrind's callgrind, exactly
+#               BENCH_INSTR_REQUESTS requests, keep-alive and new connection: user-space
+#               instructions per request (repeatable to about 1 %, where CPU time is not)
 #   sse         N streams to one operator backend through the gateway, through nginx,
 #               through HAProxy (BENCH_SSE_WORKERS workers each) and straight (baseline);
 #               memory per stream and one broadcast timed
@@ -17,9 +20,10 @@
 #   controller  the controller's own benchmark, when it has one (hook)
 # and prints a Markdown table (also saved as table.md in the results directory).
 #
-# Settings (environment): BENCH_STEPS ("proxy cost sse reload controller"), BENCH_WORKERS
-# ("1 2"), BENCH_DURATION (s per wrk run, 5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (32),
-# BENCH_COST_REQUESTS (20000), BENCH_SSE_STREAMS (10000), BENCH_SSE_WORKERS (2),
+# Settings (environment): BENCH_STEPS ("proxy cost instructions sse reload controller"),
+# BENCH_WORKERS ("1 2"), BENCH_DURATION (s per wrk run, 5), BENCH_ROUNDS (3),
+# BENCH_CONNECTIONS (32), BENCH_COST_REQUESTS (20000), BENCH_INSTR_REQUESTS (2000),
+# BENCH_SSE_STREAMS (10000), BENCH_SSE_WORKERS (2),
 # BENCH_SSE_PER_GATEWAY (18000: fds per process are limited, see docs/BENCHMARKS.md),
 # BENCH_RELOAD_SWAPS (100), BENCH_RESULTS (target/bench/<UTC time>), BENCH_PORT_BASE (18000),
 # BENCH_GATEWAY_LOG (info), BENCH_CONTROLLER_CMD.
@@ -28,12 +32,13 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/bench"
-STEPS=${BENCH_STEPS:-"proxy cost sse reload controller"}
+STEPS=${BENCH_STEPS:-"proxy cost instructions sse reload controller"}
 WORKERS=${BENCH_WORKERS:-"1 2"}
 DURATION=${BENCH_DURATION:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=${BENCH_CONNECTIONS:-32}
 COST_REQUESTS=${BENCH_COST_REQUESTS:-20000}
+INSTR_REQUESTS=${BENCH_INSTR_REQUESTS:-2000}
 SSE_STREAMS=${BENCH_SSE_STREAMS:-10000}
 SSE_WORKERS=${BENCH_SSE_WORKERS:-2}
 SSE_PER_GATEWAY=${BENCH_SSE_PER_GATEWAY:-18000}
@@ -41,7 +46,7 @@ SWAPS=${BENCH_RELOAD_SWAPS:-100}
 PORT=${BENCH_PORT_BASE:-18000}
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
   DURATION=2 ROUNDS=1 SSE_STREAMS=${BENCH_SSE_STREAMS:-500} SWAPS=${BENCH_RELOAD_SWAPS:-10}
-  COST_REQUESTS=${BENCH_COST_REQUESTS:-2000}
+  COST_REQUESTS=${BENCH_COST_REQUESTS:-2000} INSTR_REQUESTS=${BENCH_INSTR_REQUESTS:-300}
 fi
 for w in $WORKERS $SSE_WORKERS; do
   [[ $w =~ ^[1-9]$ ]] || { echo "bench/run.sh: workers must be 1…9, got '$w'" >&2; exit 1; }
@@ -109,9 +114,13 @@ trap 'exit 130' INT TERM
 port_free() { ! ss -Hltn "sport = :${1##*:}" | grep -q .; }
 need_port() { port_free "$1" || die "port ${1##*:} is busy; set BENCH_PORT_BASE"; }
 
+# The command the peers start under (the instructions step: valgrind), and how long a start
+# may take.
+WRAP=()
+WAIT_TRIES=200
 wait_http() { # url [tries]
   local i
-  for ((i = 0; i < ${2:-200}; i++)); do
+  for ((i = 0; i < ${2:-$WAIT_TRIES}; i++)); do
     curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null && return 0
     sleep 0.05
   done
@@ -152,7 +161,10 @@ start_nginx() { # name addr upstream workers worker_connections → sets NGINX_D
     "$BENCH/nginx.conf.in" >"$dir/nginx.conf"
   cp "$FIX/nginx-tokens.map" "$dir/nginx-tokens.map"
   NGINX_DIRS+=("$dir")
-  nginx -e "$dir/nginx-error.log" -c "$dir/nginx.conf" -p "$dir" >"$LOGS/$name.log" 2>&1 &
+  # Under a tool, one process that serves (no master forking workers the tool would not see).
+  local single=()
+  ((${#WRAP[@]} == 0)) || single=(-g 'master_process off;')
+  "${WRAP[@]}" nginx "${single[@]}" -e "$dir/nginx-error.log" -c "$dir/nginx.conf" -p "$dir" >"$LOGS/$name.log" 2>&1 &
   PIDS+=("$!")
   wait_http "http://$addr/health"
   NGINX_DIR=$dir
@@ -170,7 +182,7 @@ start_haproxy() { # name addr upstream threads → sets HAPROXY_PID
   cp "$FIX/haproxy-tokens.lst" "$dir/haproxy-tokens.lst"
   haproxy -c -q -f "$dir/haproxy.cfg" >"$LOGS/$name-check.log" 2>&1 ||
     die "HAProxy rejects $dir/haproxy.cfg: $(tail -3 "$LOGS/$name-check.log")"
-  haproxy -db -f "$dir/haproxy.cfg" >"$LOGS/$name.log" 2>&1 &
+  "${WRAP[@]}" haproxy -db -f "$dir/haproxy.cfg" >"$LOGS/$name.log" 2>&1 &
   HAPROXY_PID=$!
   PIDS+=("$HAPROXY_PID")
   wait_http "http://$addr/health"
@@ -191,7 +203,7 @@ start_gateway() { # name addr tokens_dir backend_url [workers] → sets GW_PID
     VX11_METRICS_ADDR="127.0.0.1:$NEXT_METRICS" RUST_LOG="${BENCH_GATEWAY_LOG:-info}"
     "${STREAM_CAPS[@]}")
   [[ -z $workers ]] || envs+=(VX11_WORKERS="$workers")
-  env "${envs[@]}" "$BIN/vx11-gateway" >"$LOGS/$name.log" 2>&1 &
+  env "${envs[@]}" "${WRAP[@]}" "$BIN/vx11-gateway" >"$LOGS/$name.log" 2>&1 &
   GW_PID=$!
   PIDS+=("$GW_PID")
   NEXT_METRICS=$((NEXT_METRICS + 1))
@@ -223,6 +235,9 @@ command -v haproxy >/dev/null || missing+=(haproxy)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v strace >/dev/null || missing+=(strace)
+if has_step instructions; then
+  command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || missing+=(valgrind)
+fi
 if ((${#missing[@]})); then
   [[ $(id -u) == 0 ]] || die "missing: ${missing[*]}; install them: apt-get install -y ${missing[*]}"
   info "installing ${missing[*]} from Debian"
@@ -241,6 +256,7 @@ HAPROXY_VERSION=$(haproxy -v | awk 'NR == 1 {print "haproxy/" $3}')
 WRK_VERSION=$( (wrk -v 2>&1 || true) | awk 'NR == 1 {print $2}')
 H2LOAD_VERSION=$(h2load --version | awk 'NR == 1 {print $2}')
 STRACE_VERSION=$(strace -V | awk 'NR == 1 {print $NF}')
+VALGRIND_VERSION=$(valgrind --version 2>/dev/null || echo "no valgrind")
 info "$NGINX_VERSION, $HAPROXY_VERSION, wrk $WRK_VERSION, h2load $H2LOAD_VERSION, strace $STRACE_VERSION"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
@@ -257,7 +273,7 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
 {
   echo "**Machine:** $(nproc) CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(uname -sr); load average at start: $(cut -d' ' -f1-3 /proc/loadavg); open files per process: $NOFILE."
-  echo "**Run:** $(date -u +%Y-%m-%dT%H:%MZ), git $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- gateway service tokenset bench || echo ' (+ local changes)'); $NGINX_VERSION, $HAPROXY_VERSION, wrk $WRK_VERSION, h2load $H2LOAD_VERSION, strace $STRACE_VERSION; steps: $STEPS; workers: $WORKERS; wrk runs of ${DURATION} s, ${ROUNDS} round(s), ${CONNS} connections; cost: $COST_REQUESTS requests per run; SSE: $SSE_STREAMS streams, $SSE_WORKERS workers per peer."
+  echo "**Run:** $(date -u +%Y-%m-%dT%H:%MZ), git $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- gateway service tokenset bench || echo ' (+ local changes)'); $NGINX_VERSION, $HAPROXY_VERSION, wrk $WRK_VERSION, h2load $H2LOAD_VERSION, strace $STRACE_VERSION, $VALGRIND_VERSION; steps: $STEPS; workers: $WORKERS; wrk runs of ${DURATION} s, ${ROUNDS} round(s), ${CONNS} connections; cost: $COST_REQUESTS requests per run; SSE: $SSE_STREAMS streams, $SSE_WORKERS workers per peer."
 } >"$RESULTS/machine.txt"
 
 step "fixtures: 100 tokens (digests for vx11, plaintext for nginx and HAProxy)"
@@ -441,6 +457,72 @@ if has_step proxy || has_step cost; then
   } >"$RESULTS/idle.json"
   stop "${PIDS[@]}"
   for d in "${NGINX_DIRS[@]}"; do stop_nginx "$d"; done
+fi
+
+# --- instructions: user-space instructions per request, under callgrind ---------------------
+# CPU time per request moves by 10-20 % from run to run on a shared VM; instructions counted
+# by valgrind's callgrind repeat to about 1 %. Each peer runs with one worker under
+# callgrind (nginx as one process, master_process off); after a warm-up its counters are
+# zeroed, exactly INSTR_REQUESTS requests go through, and the counters are dumped:
+# keep-alive, then a new connection per request. User space only: the kernel's share (most
+# of every peer's CPU here) is in the system calls of `cost`. Under valgrind a program sees
+# no AVX-512 and no SHA extensions, so library code takes its generic paths (memset and
+# memcpy count a byte per instruction, the gateway's SHA-256 of the token runs in software).
+instr_peer() { # target pid: one line of instructions.jsonl per mode
+  local t=$1 pid=$2 a=${T_ADDR[$1]} mode out dump n ok
+  for mode in keepalive new-connection; do
+    local hargs=(--h1 -c "$CONNS" -t 1 -H "x-vx11-token: $TOKEN")
+    [[ $mode == keepalive ]] || hargs+=(-H "connection: close")
+    out="$RESULTS/instructions/$t-$mode"
+    timeout 300 h2load "${hargs[@]}" -n 300 "http://$a/operator/api/health" >"$out-warmup.txt" 2>&1 || true
+    callgrind_control -z "$pid" >"$out-control.txt" 2>&1 || die "callgrind_control could not reach $t (pid $pid): $(tail -2 "$out-control.txt")"
+    timeout 600 h2load "${hargs[@]}" -n "$INSTR_REQUESTS" "http://$a/operator/api/health" >"$out-h2load.txt" 2>&1 || true
+    callgrind_control -d "$pid" >>"$out-control.txt" 2>&1 || die "callgrind_control could not reach $t (pid $pid): $(tail -2 "$out-control.txt")"
+    ok=$(h2load_2xx "$out-h2load.txt")
+    # Dumps are numbered in order: the last one is this mode's.
+    dump=$(ls -1 "$RESULTS/instructions/$t.callgrind.$pid".* 2>/dev/null | sort -V | tail -1)
+    n=$(awk '/^summary:/ {print $2}' "$dump" 2>/dev/null)
+    [[ -n $n ]] || die "no callgrind dump for $t $mode in $RESULTS/instructions"
+    printf '{"peer":"%s","workers":1,"mode":"%s","requests":%d,"ok":%d,"instructions":%s,"instructions_per_request":%s}\n' \
+      "${t%%-*}" "$mode" "$INSTR_REQUESTS" "$ok" "$n" "$(awk -v n="$n" -v r="$INSTR_REQUESTS" 'BEGIN { printf "%.0f", n / r }')" >>"$RESULTS/instructions.jsonl"
+    info "$(printf '%-11s %-15s' "$t" "$mode") 2xx $ok of $INSTR_REQUESTS, $(awk -v n="$n" -v r="$INSTR_REQUESTS" 'BEGIN { printf "%.0f", n / r }') instructions/request"
+    ((ok == INSTR_REQUESTS)) || warn "$t $mode: not every request answered 2xx; the row is marked failed"
+  done
+}
+
+if has_step instructions; then
+  step "instructions: nginx, HAProxy and the gateway with one worker under callgrind, $INSTR_REQUESTS requests per mode"
+  mkdir -p "$RESULTS/instructions"
+  : >"$RESULTS/instructions.jsonl"
+  need_port "$UPSTREAM"
+  "$BIN/vx11-bench" upstream --addr "$UPSTREAM" --lifetime-secs 7200 >"$LOGS/upstream-instructions.log" 2>&1 &
+  UPSTREAM_PID=$!
+  PIDS+=("$UPSTREAM_PID")
+  wait_http "http://$UPSTREAM/"
+  WAIT_TRIES=1200 # a program under valgrind starts tens of times slower
+  for peer in nginx haproxy gateway; do
+    t=$peer-1w
+    WRAP=(valgrind --tool=callgrind --callgrind-out-file="$RESULTS/instructions/$t.callgrind.%p")
+    case $peer in
+      nginx)
+        start_nginx "$t-callgrind" "$(nginx_addr 1)" "$UPSTREAM" 1 8192
+        T_ADDR[$t]=$(nginx_addr 1) pid=$(cat "$NGINX_DIR/nginx.pid")
+        ;;
+      haproxy)
+        start_haproxy "$t-callgrind" "$(haproxy_addr 1)" "$UPSTREAM" 1
+        T_ADDR[$t]=$(haproxy_addr 1) pid=$HAPROXY_PID
+        ;;
+      gateway)
+        start_gateway "$t-callgrind" "$(gateway_addr 1)" "$FIX/tokens" "http://$UPSTREAM" 1
+        T_ADDR[$t]=$(gateway_addr 1) pid=$GW_PID
+        ;;
+    esac
+    WRAP=()
+    instr_peer "$t" "$pid"
+    if [[ $peer == nginx ]]; then stop_nginx "$NGINX_DIR"; else stop "$pid"; fi
+  done
+  WAIT_TRIES=200
+  stop "${PIDS[@]}"
 fi
 
 # --- SSE at scale, through each peer --------------------------------------------------------

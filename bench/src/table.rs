@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde_json::Value;
 
+mod instructions;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The results directory of a `bench/run.sh` run.
@@ -39,6 +41,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match std::fs::read_to_string(dir.join("cost.jsonl")) {
         Ok(text) => cost_table(&mut out, &parse_cost(&text)?)?,
         Err(_) => writeln!(out, "### Cost per request\n\n(not run)\n")?,
+    }
+    match std::fs::read_to_string(dir.join("instructions.jsonl")) {
+        Ok(text) => instructions::table(&mut out, &instructions::parse(&text)?)?,
+        Err(_) => writeln!(
+            out,
+            "### User-space instructions per request\n\n(not run)\n"
+        )?,
     }
     memory_lines(&mut out, dir);
     sse_lines(&mut out, dir);
