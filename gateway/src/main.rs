@@ -13,12 +13,6 @@ use vx11_service::{
 };
 use vx11_tokenset::LegacyTokens;
 
-/// mimalloc rather than glibc's allocator: a proxied request allocates and frees small
-/// buffers on one worker thread, which mimalloc's per-thread pages serve without locks or
-/// glibc's consolidation and trimming (`madvise`) passes (`docs/BENCHMARKS.md`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// This runtime only handles signals and `/metrics`; requests are served by the workers'
 /// own runtimes ([`Workers`]).
 #[tokio::main(flavor = "current_thread")]

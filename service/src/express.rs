@@ -221,6 +221,12 @@ impl<T: AsyncRead> AsyncRead for Prefixed<T> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // An empty view still holds the buffer it was cut from (the lane's 16 KiB
+                // head buffer): let it go, or a long-lived connection (an event stream) keeps
+                // it to its end.
+                *this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         this.inner.poll_read(cx, buf)
@@ -285,6 +291,21 @@ pub async fn read_some<R: AsyncRead + Unpin>(
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt as _;
+
+    #[tokio::test]
+    async fn bytes_put_back_are_read_first_and_their_buffer_let_go_once_read() {
+        let original = Bytes::from(b"GET / HTTP/1.1\r\n\r\n".to_vec());
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut prefixed = Prefixed::new(client);
+        prefixed.put_back(original.slice(4..));
+        tokio::io::AsyncWriteExt::write_all(&mut server, b"next").await.unwrap();
+        drop(server);
+        assert!(!original.is_unique());
+        let mut read = Vec::new();
+        prefixed.read_to_end(&mut read).await.unwrap();
+        assert_eq!(read, b"/ HTTP/1.1\r\n\r\nnext");
+        assert!(original.is_unique(), "the socket still holds the bytes' buffer");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_watch_ends_a_lane_that_waits_and_is_polled_only_when_woken() {
