@@ -298,13 +298,18 @@ mod tests {
         let (client, mut server) = tokio::io::duplex(64);
         let mut prefixed = Prefixed::new(client);
         prefixed.put_back(original.slice(4..));
-        tokio::io::AsyncWriteExt::write_all(&mut server, b"next").await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut server, b"next")
+            .await
+            .unwrap();
         drop(server);
         assert!(!original.is_unique());
         let mut read = Vec::new();
         prefixed.read_to_end(&mut read).await.unwrap();
         assert_eq!(read, b"/ HTTP/1.1\r\n\r\nnext");
-        assert!(original.is_unique(), "the socket still holds the bytes' buffer");
+        assert!(
+            original.is_unique(),
+            "the socket still holds the bytes' buffer"
+        );
     }
 
     #[tokio::test(start_paused = true)]
