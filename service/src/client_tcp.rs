@@ -140,6 +140,28 @@ impl ClientTcp {
             _ => Err(io::Error::other("the socket could not join the event loop")),
         }
     }
+
+    /// A write: directly while the socket is not registered and the write does not block;
+    /// else registered, through tokio.
+    fn write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        direct_write: impl FnOnce(&std::net::TcpStream) -> io::Result<usize>,
+        registered_write: impl FnOnce(
+            Pin<&mut tokio::net::TcpStream>,
+            &mut Context<'_>,
+        ) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if let State::Direct { stream, .. } = &self.state
+            && let Some(done) = direct(direct_write(stream))
+        {
+            return Poll::Ready(done);
+        }
+        match self.registered() {
+            Ok(stream) => registered_write(stream, cx),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
 }
 
 /// What a direct operation came to: done, or it would block (register and wait).
@@ -180,16 +202,11 @@ impl AsyncWrite for ClientTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let State::Direct { stream, .. } = &this.state
-            && let Some(done) = direct((&*stream).write(buf))
-        {
-            return Poll::Ready(done);
-        }
-        match this.registered() {
-            Ok(stream) => stream.poll_write(cx, buf),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+        self.get_mut().write_with(
+            cx,
+            |mut stream| stream.write(buf),
+            |stream, cx| stream.poll_write(cx, buf),
+        )
     }
 
     fn poll_write_vectored(
@@ -197,16 +214,11 @@ impl AsyncWrite for ClientTcp {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let State::Direct { stream, .. } = &this.state
-            && let Some(done) = direct((&*stream).write_vectored(bufs))
-        {
-            return Poll::Ready(done);
-        }
-        match this.registered() {
-            Ok(stream) => stream.poll_write_vectored(cx, bufs),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+        self.get_mut().write_with(
+            cx,
+            |mut stream| stream.write_vectored(bufs),
+            |stream, cx| stream.poll_write_vectored(cx, bufs),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {

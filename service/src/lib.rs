@@ -14,6 +14,7 @@ mod body_limit;
 mod client_tcp;
 mod connection;
 mod connection_cap;
+mod connection_service;
 mod duration;
 mod event_stream;
 pub mod express;
@@ -41,6 +42,7 @@ pub use body_limit::{
     DRAIN_BYTES, DRAIN_TIME, content_length, drain_refused_body, expects_continue,
 };
 pub use connection_cap::{ConnectionCap, ListenerMetrics, REFUSAL_LOG_INTERVAL};
+pub use connection_service::ConnectionPlace;
 pub use duration::parse_duration;
 pub use event_stream::event_stream_headers;
 pub use health::health_routes;
@@ -49,8 +51,8 @@ pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
 pub use policy::{OPERATOR_MODULE, PolicyMode, off_by_policy};
 pub use scheme::ClientScheme;
 pub use serve::{
-    ConnectionPlace, FORWARDING_HEADROOM, H2C_MAX_CONCURRENT_STREAMS, Headroom,
-    PUBLIC_MAX_CONCURRENT_STREAMS, Protocols, Serving, serve_until_shutdown,
+    FORWARDING_HEADROOM, H2C_MAX_CONCURRENT_STREAMS, Headroom, PUBLIC_MAX_CONCURRENT_STREAMS,
+    Protocols, Serving, serve_until_shutdown,
 };
 pub use settings::{
     ListenerLimits, MIN_HEADER_BYTES, ServiceSettings, SettingError, Started, StreamLimits,

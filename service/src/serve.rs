@@ -7,20 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use tokio::net::TcpListener;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt as _;
 
 use crate::client_tcp::{ClientListener, ClientTcp};
-use crate::connection::{Clocks, ConnectionClock, Expiry, InFlight, InFlightBody, Watched};
+use crate::connection::{Clocks, ConnectionClock, Expiry, Watched};
 use crate::connection_cap::{ConnectionCap, ListenerMetrics};
-use crate::express::{self, ClientIo, ExpressConnection, ExpressEnd, ExpressLane, First, Prefixed};
+use crate::connection_service::{ConnectionPlace, ConnectionService, OpenConnection};
+use crate::express::{self, ExpressConnection, ExpressEnd, ExpressLane, Prefixed};
 use crate::settings::{ListenerLimits, MIN_HEADER_BYTES};
 use crate::shutdown::Shutdown;
 
@@ -191,12 +188,7 @@ where
             drop(tcp);
             continue;
         };
-        let place = ConnectionPlace {
-            _place: Arc::new(Place {
-                _open: OpenConnection::count(&open),
-                _admitted: admitted,
-            }),
-        };
+        let place = ConnectionPlace::new(OpenConnection::count(&open), admitted);
         let app = app.clone();
         let draining = draining.clone();
         let tls = serving.tls.clone();
@@ -245,14 +237,38 @@ where
                 place: place.clone(),
                 first: std::sync::Mutex::new(first),
             };
-            let hyper = HyperConnection {
-                builder,
-                close_all,
-                clock,
-                clocks,
-                connections,
+            // hyper serves the rest (from the start, or from where the lane handed over)
+            // under the connection's clock and the server's shutdown.
+            let hyper = async move {
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                tokio::pin!(connection);
+                let mut closing = false;
+                loop {
+                    tokio::select! {
+                        ended = connection.as_mut() => return ended,
+                        () = close_all.cancelled(), if !closing => {
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        expiry = clock.expired(clocks), if !closing => {
+                            connections.closed(expiry);
+                            match expiry {
+                                // Nothing in flight: closed between requests, cleanly.
+                                Expiry::Idle => {
+                                    connection.as_mut().graceful_shutdown();
+                                    closing = true;
+                                }
+                                // A head still arriving: no answer is owed; the socket
+                                // closes. A peer that reads nothing cannot be told anything.
+                                Expiry::SlowHead | Expiry::SlowHandshake | Expiry::Stalled => {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                    }
+                }
             };
-            if let Err(error) = Box::pin(hyper.serve(io, service)).await {
+            if let Err(error) = Box::pin(hyper).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(place);
@@ -303,196 +319,10 @@ async fn handshake(
     }
 }
 
-/// hyper serving a connection (from its start, or from where the express lane handed it
-/// over) under the connection's clock and the server's shutdown.
-struct HyperConnection {
-    builder: Arc<AutoBuilder<TokioExecutor>>,
-    close_all: CancellationToken,
-    clock: Arc<ConnectionClock>,
-    clocks: Clocks,
-    connections: Arc<ConnectionCap>,
-}
-
-impl HyperConnection {
-    async fn serve<S>(
-        self,
-        io: ClientIo,
-        service: ConnectionService<S>,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-    where
-        S: tower::Service<
-                axum::extract::Request,
-                Response = axum::response::Response,
-                Error = Infallible,
-            > + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        let Self {
-            builder,
-            close_all,
-            clock,
-            clocks,
-            connections,
-        } = self;
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        tokio::pin!(connection);
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                ended = connection.as_mut() => return ended,
-                () = close_all.cancelled(), if !closing => {
-                    connection.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                expiry = clock.expired(clocks), if !closing => {
-                    connections.closed(expiry);
-                    match expiry {
-                        // Nothing in flight: closed between requests, cleanly.
-                        Expiry::Idle => {
-                            connection.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                        // A head still arriving: no answer is owed; the socket closes.
-                        // A peer that reads nothing cannot be told anything.
-                        Expiry::SlowHead | Expiry::SlowHandshake | Expiry::Stalled => {
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `app` as one connection serves it: each request carries the peer's address and the
-/// connection's scheme, and keeps the connection's clock stopped until its response body is
-/// dropped; while draining, an answer says `Connection: close`.
-struct ConnectionService<S> {
-    app: S,
-    peer: std::net::SocketAddr,
-    scheme: crate::ClientScheme,
-    clock: Arc<ConnectionClock>,
-    draining: Arc<AtomicBool>,
-    place: ConnectionPlace,
-    /// For the first request: what the express lane left for it.
-    first: std::sync::Mutex<Option<First>>,
-}
-
-/// A connection's place under `VX11_MAX_CONNECTIONS` and in the count the shutdown waits
-/// for, in every request's extensions. Given back when the connection ends and no clone is
-/// left: a connection upgraded out of HTTP (a WebSocket tunnel), which hyper's connection
-/// task no longer sees, keeps its place while the tunnel holds a clone.
-#[derive(Clone)]
-pub struct ConnectionPlace {
-    _place: Arc<Place>,
-}
-
-struct Place {
-    _open: OpenConnection,
-    _admitted: crate::connection_cap::Admitted,
-}
-
-impl std::fmt::Debug for ConnectionPlace {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ConnectionPlace")
-    }
-}
-
-impl<S> hyper::service::Service<hyper::Request<Incoming>> for ConnectionService<S>
-where
-    S: tower::Service<
-            axum::extract::Request,
-            Response = axum::response::Response,
-            Error = Infallible,
-        > + Clone,
-{
-    type Response = hyper::Response<InFlightBody<Body>>;
-    type Error = Infallible;
-    type Future = Answer<tower::util::Oneshot<S, axum::extract::Request>>;
-
-    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
-        let in_flight = self.clock.request_started();
-        let mut request = request.map(Body::new);
-        request.extensions_mut().insert(ConnectInfo(self.peer));
-        request.extensions_mut().insert(self.scheme);
-        request.extensions_mut().insert(self.place.clone());
-        if let Some(First(put)) = self.first.lock().ok().and_then(|mut first| first.take()) {
-            put(request.extensions_mut());
-        }
-        Answer {
-            inner: self.app.clone().oneshot(request),
-            in_flight: Some(in_flight),
-            draining: self.draining.clone(),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A request's answer on its way to hyper.
-    struct Answer<F> {
-        #[pin]
-        inner: F,
-        in_flight: Option<InFlight>,
-        draining: Arc<AtomicBool>,
-    }
-}
-
-impl<F> std::future::Future for Answer<F>
-where
-    F: std::future::Future<Output = Result<axum::response::Response, Infallible>>,
-{
-    type Output = Result<hyper::Response<InFlightBody<Body>>, Infallible>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let this = self.project();
-        let response = std::task::ready!(this.inner.poll(cx))?;
-        let response = close_if_draining(response, this.draining);
-        let in_flight = this.in_flight.take();
-        std::task::Poll::Ready(Ok(response.map(|body| InFlightBody::new(body, in_flight))))
-    }
-}
-
-/// While draining, an HTTP/1.1 response closes its connection after it. (On an HTTP/2
-/// connection hyper drops the header, which is not allowed there; the graceful shutdown's
-/// GOAWAY does that job.)
-fn close_if_draining(
-    mut response: axum::response::Response,
-    draining: &AtomicBool,
-) -> axum::response::Response {
-    if draining.load(Ordering::Relaxed) {
-        response.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-    }
-    response
-}
-
 /// Resolves once no connection is left in `open`.
 async fn all_closed(open: &AtomicUsize) {
     while open.load(Ordering::Relaxed) > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// One open connection in a count, for as long as it lives.
-struct OpenConnection(Arc<AtomicUsize>);
-
-impl OpenConnection {
-    fn count(open: &Arc<AtomicUsize>) -> Self {
-        open.fetch_add(1, Ordering::Relaxed);
-        Self(open.clone())
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
