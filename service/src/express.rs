@@ -17,13 +17,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::either::Either;
-
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
 
 pub use crate::client_tcp::ClientTcp;
