@@ -19,6 +19,7 @@ mod duration;
 mod event_stream;
 pub mod express;
 mod health;
+mod hyper_connection;
 mod listen;
 mod metrics;
 mod policy;

@@ -18,6 +18,7 @@ use crate::connection::{Clocks, ConnectionClock, Expiry, Watched};
 use crate::connection_cap::{ConnectionCap, ListenerMetrics};
 use crate::connection_service::{ConnectionPlace, ConnectionService, OpenConnection};
 use crate::express::{self, ExpressConnection, ExpressEnd, ExpressLane, Prefixed};
+use crate::hyper_connection::{Ends, HyperBuilders, starts_http1};
 use crate::settings::{ListenerLimits, MIN_HEADER_BYTES};
 use crate::shutdown::Shutdown;
 
@@ -162,7 +163,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let builder = Arc::new(connection_builder(&serving));
+    let builders = Arc::new(connection_builders(&serving));
     let clocks = Clocks {
         idle: serving.limits.idle_timeout,
         head: serving.limits.header_read_timeout,
@@ -192,7 +193,7 @@ where
         let app = app.clone();
         let draining = draining.clone();
         let tls = serving.tls.clone();
-        let builder = builder.clone();
+        let builders = builders.clone();
         let close_all = close_all.clone();
         let connections = serving.connections.clone();
         let express = serving.express.clone();
@@ -218,11 +219,13 @@ where
             let mut io = Watched::new(Prefixed::new(tcp), clock.clone());
             let express = express.filter(|_| scheme == crate::ClientScheme::Http);
             let mut first = None;
+            let mut http1 = false;
             if let Some(express) = express {
                 let lane = ExpressConnection::new(&mut io, peer, clock.clone(), draining.clone());
                 match express::run(&*express, lane, &close_all, clocks, &connections).await {
                     ExpressEnd::Closed => return,
                     ExpressEnd::HandOver { bytes, first: left } => {
+                        http1 = starts_http1(&bytes);
                         io.get_mut().put_back(bytes);
                         first = left;
                     }
@@ -240,32 +243,20 @@ where
             // hyper serves the rest (from the start, or from where the lane handed over)
             // under the connection's clock and the server's shutdown.
             let hyper = async move {
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                tokio::pin!(connection);
-                let mut closing = false;
-                loop {
-                    tokio::select! {
-                        ended = connection.as_mut() => return ended,
-                        () = close_all.cancelled(), if !closing => {
-                            connection.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                        expiry = clock.expired(clocks), if !closing => {
-                            connections.closed(expiry);
-                            match expiry {
-                                // Nothing in flight: closed between requests, cleanly.
-                                Expiry::Idle => {
-                                    connection.as_mut().graceful_shutdown();
-                                    closing = true;
-                                }
-                                // A head still arriving: no answer is owed; the socket
-                                // closes. A peer that reads nothing cannot be told anything.
-                                Expiry::SlowHead | Expiry::SlowHandshake | Expiry::Stalled => {
-                                    return Ok(());
-                                }
-                            }
-                        }
-                    }
+                let io = TokioIo::new(io);
+                let ends = Ends {
+                    close_all: &close_all,
+                    clock: &clock,
+                    clocks,
+                    connections: &connections,
+                };
+                if http1 {
+                    let connection = builders.http1.serve_connection(io, service);
+                    ends.drive(connection.with_upgrades(), |c| c.graceful_shutdown())
+                        .await
+                } else {
+                    let connection = builders.auto.serve_connection_with_upgrades(io, service);
+                    ends.drive(connection, |c| c.graceful_shutdown()).await
                 }
             };
             if let Err(error) = Box::pin(hyper).await {
@@ -326,7 +317,7 @@ async fn all_closed(open: &AtomicUsize) {
     }
 }
 
-fn connection_builder(serving: &Serving) -> AutoBuilder<TokioExecutor> {
+fn connection_builders(serving: &Serving) -> HyperBuilders {
     let mut builder = AutoBuilder::new(TokioExecutor::new());
     let (max_header_bytes, max_headers) = match serving.protocols {
         Protocols::Http1AndH2c => (
@@ -339,9 +330,10 @@ fn connection_builder(serving: &Serving) -> AutoBuilder<TokioExecutor> {
     };
     // The read buffer bounds the request head: a head that does not fit gets 431. (It also
     // bounds what is buffered of a body or of a response for a slow reader.)
+    let max_buf = max_header_bytes.max(MIN_HEADER_BYTES);
     builder
         .http1()
-        .max_buf_size(max_header_bytes.max(MIN_HEADER_BYTES))
+        .max_buf_size(max_buf)
         .max_headers(max_headers);
     match serving.protocols {
         Protocols::Http1 => builder = builder.http1_only(),
@@ -359,7 +351,7 @@ fn connection_builder(serving: &Serving) -> AutoBuilder<TokioExecutor> {
                 .max_send_buf_size(serving.h2_stream_buffer);
         }
     }
-    builder
+    HyperBuilders::new(builder, max_buf, max_headers)
 }
 
 /// Out of file descriptors (or memory): wait a moment instead of spinning on `accept`;
