@@ -68,8 +68,11 @@ const HANDED_OVER: [&str; 9] = [
     "proxy-authorization",
 ];
 
-/// Header slots kept on the stack (`VX11_MAX_HEADERS` is 100 by default).
-pub(super) const STACK_HEADERS: usize = 128;
+/// Header slots kept on the stack: as many as `VX11_MAX_HEADERS` and
+/// `VX11_MAX_RESPONSE_HEADERS` allow by default (8 KiB). Past that, each look allocates
+/// them: two allocations of 8 KiB per request when the defaults went to 256 and this
+/// stayed at 128.
+pub(super) const STACK_HEADERS: usize = 256;
 
 /// `max` header slots for httparse, on the stack when they fit (left uninitialised: httparse
 /// writes each before it reads it).
@@ -250,4 +253,17 @@ pub(super) fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
     let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
     (start + part.len() <= whole.len()).then_some(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::STACK_HEADERS;
+
+    #[test]
+    fn the_default_header_limits_fit_in_the_slots_on_the_stack() {
+        let requests = vx11_service::ListenerLimits::default().max_headers;
+        let responses = crate::proxy_settings::ProxySettings::default().max_response_headers;
+        assert!(requests <= STACK_HEADERS, "{requests} request headers");
+        assert!(responses <= STACK_HEADERS, "{responses} response headers");
+    }
 }
