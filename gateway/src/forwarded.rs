@@ -142,12 +142,68 @@ pub fn set_forwarded_for(headers: &mut HeaderMap, peer: Option<IpAddr>, proxies:
 /// The `X-Forwarded-For` the backend gets: the client's chain (from a trusted proxy) and
 /// `peer`, or `peer` alone.
 pub fn forwarded_for_value(chain: Option<&str>, peer: IpAddr) -> Option<HeaderValue> {
-    let peer = peer.to_canonical();
-    let value = match chain {
-        Some(chain) => format!("{chain}, {peer}"),
-        None => peer.to_string(),
-    };
-    HeaderValue::from_str(&value).ok()
+    let peer = PeerText::of(peer);
+    match chain {
+        Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", peer.as_str())).ok(),
+        None => HeaderValue::from_bytes(peer.as_bytes()).ok(),
+    }
+}
+
+/// A peer's address as `X-Forwarded-For` names it (an IPv4-mapped IPv6 address as IPv4),
+/// written without `fmt` or an allocation for IPv4: the express lane makes one for every
+/// connection.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerText {
+    /// The longest IPv6 text is 45 bytes.
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl PeerText {
+    pub fn of(peer: IpAddr) -> Self {
+        let mut text = Self {
+            bytes: [0; 48],
+            len: 0,
+        };
+        match peer.to_canonical() {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                use std::io::Write as _;
+                let mut rest = &mut text.bytes[..];
+                // 48 bytes hold any IPv6 address's text.
+                let _ = write!(rest, "{v6}");
+                text.len = 48 - rest.len();
+            }
+        }
+        text
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    pub fn as_str(&self) -> &str {
+        // ASCII digits, dots, colons and hex letters only.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
 }
 
 /// Every `X-Forwarded-For` line of the request, in order, as one list.
@@ -168,6 +224,37 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_peer_is_written_as_std_writes_it() {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "192.168.100.9",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "fe80::1:2:3:4",
+        ] {
+            assert_eq!(PeerText::of(ip(text)).as_str(), text);
+        }
+        for octets in [[1, 2, 3, 4], [9, 99, 100, 199], [200, 201, 250, 0]] {
+            let v4 = std::net::Ipv4Addr::from(octets);
+            assert_eq!(PeerText::of(IpAddr::V4(v4)).as_str(), v4.to_string());
+        }
+    }
+
+    #[test]
+    fn an_ipv4_mapped_peer_is_written_as_ipv4() {
+        assert_eq!(PeerText::of(ip("::ffff:10.0.0.7")).as_str(), "10.0.0.7");
+        assert_eq!(
+            forwarded_for_value(Some("203.0.113.9"), ip("::ffff:10.0.0.7")).unwrap(),
+            "203.0.113.9, 10.0.0.7"
+        );
+        assert_eq!(forwarded_for_value(None, ip("::1")).unwrap(), "::1");
     }
 
     #[test]

@@ -42,7 +42,7 @@ use vx11_service::{AnsweredRecord, ListenerLimits};
 
 use crate::already_sent::AlreadySent;
 use crate::connect::BackendConnector;
-use crate::forwarded::forwarded_for_value;
+use crate::forwarded::PeerText;
 use crate::gateway::Gateway;
 use crate::metrics::{ExpressLabel, GatewayMetrics, ModuleLabel};
 use crate::modules::Module;
@@ -152,7 +152,7 @@ impl GatewayExpress {
 
     async fn serve_connection(&self, connection: ExpressConnection<'_>) -> ExpressEnd {
         let forwarding = Forwarding {
-            forwarded_for: forwarded_for(connection.peer),
+            forwarded_for: PeerText::of(connection.peer.ip()),
             trusted: self.gateway.trusted_proxies.trusts(connection.peer.ip()),
         };
         let max_head = self
@@ -426,12 +426,6 @@ impl ExpressLane for GatewayExpress {
     ) -> Pin<Box<dyn Future<Output = ExpressEnd> + Send + 'a>> {
         Box::pin(self.serve_connection(connection))
     }
-}
-
-/// The `X-Forwarded-For` of every request the lane takes on a connection from `peer`: none
-/// carries one of its own (one from a trusted proxy is the full path's).
-fn forwarded_for(peer: std::net::SocketAddr) -> Option<axum::http::HeaderValue> {
-    forwarded_for_value(None, peer.ip())
 }
 
 /// Writes an answer made by the gateway itself (an [`vx11_service::ApiError`]) as hyper

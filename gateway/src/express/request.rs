@@ -9,12 +9,12 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Arc;
 
-use axum::http::header::HeaderValue;
 use axum::http::uri::PathAndQuery;
 use vx11_service::{Authenticated, authenticate_carriers};
 use vx11_tokenset::{Carriers, TOKEN_HEADER};
 
 use crate::dispatch::module_of;
+use crate::forwarded::PeerText;
 use crate::gateway::Gateway;
 use crate::modules::Module;
 use crate::safe_path;
@@ -48,7 +48,7 @@ pub enum Look {
 #[derive(Debug)]
 pub struct Forwarding {
     /// `X-Forwarded-For`: the peer's address.
-    pub forwarded_for: Option<HeaderValue>,
+    pub forwarded_for: PeerText,
     /// The peer is a trusted proxy (`VX11_TRUSTED_PROXIES`): its `X-Forwarded-*` are kept,
     /// by the full path.
     pub trusted: bool,
@@ -199,9 +199,11 @@ fn take(
         upstream.extend_from_slice(header.value);
         upstream.extend_from_slice(b"\r\n");
     }
-    if let Some(value) = &forwarding.forwarded_for {
-        push_field(upstream, b"x-forwarded-for", value.as_bytes());
-    }
+    push_field(
+        upstream,
+        b"x-forwarded-for",
+        forwarding.forwarded_for.as_bytes(),
+    );
     push_field(upstream, b"x-forwarded-proto", b"http");
     push_field(upstream, b"x-forwarded-host", host);
     push_field(upstream, b"host", module.upstream.host_header().as_bytes());
