@@ -16,6 +16,7 @@
 //! metrics and limits are the same.
 
 mod body;
+mod buffers;
 mod pool;
 mod request;
 mod response;
@@ -49,6 +50,7 @@ use crate::modules::Module;
 use crate::upstream::UPSTREAM_READ_BUFFER;
 
 use body::{Cut, From, To};
+use buffers::{Buffers, Sizes, Spare};
 use pool::Pool;
 use request::{Forwarding, Plain};
 use timer::HeadTimer;
@@ -59,6 +61,8 @@ pub struct GatewayExpress {
     gateway: Arc<Gateway>,
     limits: ListenerLimits,
     pool: Pool,
+    /// Spare buffers for new connections.
+    spare: Spare,
     connector: BackendConnector,
     counts: Counts,
     /// `vx11_gateway_upstream_duration_seconds` of each module.
@@ -93,9 +97,9 @@ impl Counts {
 
 /// What one client connection's exchanges reuse: the client's bytes being written, the
 /// backend's being read, and the response-head timer.
-struct Exchange {
-    out: Vec<u8>,
-    rbuf: BytesMut,
+struct Exchange<'a> {
+    out: &'a mut Vec<u8>,
+    rbuf: &'a mut BytesMut,
     timer: HeadTimer,
 }
 
@@ -139,6 +143,12 @@ impl GatewayExpress {
                 (name.to_owned(), histogram)
             })
             .collect();
+        let spare = Spare::new(Sizes {
+            head: max_head(&limits).min(READ_ROOM),
+            upstream_head: 1024,
+            out: 1024,
+            from_backend: UPSTREAM_READ_BUFFER,
+        });
         Self {
             upstream_seconds,
             requests: Mutex::new(Vec::new()),
@@ -146,24 +156,37 @@ impl GatewayExpress {
             gateway,
             limits,
             pool: Pool::default(),
+            spare,
             connector,
         }
     }
 
     async fn serve_connection(&self, connection: ExpressConnection<'_>) -> ExpressEnd {
+        let mut buffers = self.spare.take();
+        let end = self.serve_requests(connection, &mut buffers).await;
+        self.spare.give_back(buffers);
+        end
+    }
+
+    async fn serve_requests(
+        &self,
+        connection: ExpressConnection<'_>,
+        buffers: &mut Buffers,
+    ) -> ExpressEnd {
         let forwarding = Forwarding {
             forwarded_for: PeerText::of(connection.peer.ip()),
             trusted: self.gateway.trusted_proxies.trusts(connection.peer.ip()),
         };
-        let max_head = self
-            .limits
-            .max_header_bytes
-            .max(vx11_service::MIN_HEADER_BYTES);
-        let mut buf = BytesMut::with_capacity(max_head.min(READ_ROOM));
-        let mut upstream_head = Vec::with_capacity(1024);
+        let max_head = max_head(&self.limits);
+        let Buffers {
+            head: buf,
+            upstream_head,
+            out,
+            from_backend,
+        } = buffers;
         let mut this = Exchange {
-            out: Vec::with_capacity(1024),
-            rbuf: BytesMut::with_capacity(UPSTREAM_READ_BUFFER),
+            out,
+            rbuf: from_backend,
             timer: HeadTimer::new(self.gateway.upstreams.timeout),
         };
         loop {
@@ -172,9 +195,9 @@ impl GatewayExpress {
                     match request::look(
                         &self.gateway,
                         &forwarding,
-                        &buf,
+                        buf,
                         self.limits.max_headers,
-                        &mut upstream_head,
+                        upstream_head,
                     ) {
                         request::Look::Plain(plain) => break plain,
                         request::Look::Other => return self.hand_over(buf),
@@ -184,7 +207,7 @@ impl GatewayExpress {
                         request::Look::Partial => {}
                     }
                 }
-                match read_some(connection.io, &mut buf, max_head).await {
+                match read_some(connection.io, buf, max_head).await {
                     Ok(n) if n > 0 => {}
                     _ => return ExpressEnd::Closed,
                 }
@@ -196,7 +219,7 @@ impl GatewayExpress {
             let in_flight = connection.request_started();
             let started = Instant::now();
             let exchanged = self
-                .exchange(&plain, &upstream_head, connection.io, &mut this, started)
+                .exchange(&plain, upstream_head, connection.io, &mut this, started)
                 .await;
             let status = match exchanged {
                 Exchanged::Answered { status } => status,
@@ -208,7 +231,7 @@ impl GatewayExpress {
                         }))
                     });
                     return ExpressEnd::HandOver {
-                        bytes: buf.freeze(),
+                        bytes: std::mem::take(buf).freeze(),
                         first,
                     };
                 }
@@ -251,10 +274,11 @@ impl GatewayExpress {
         counter
     }
 
-    fn hand_over(&self, buf: BytesMut) -> ExpressEnd {
+    /// The rest of the connection, from the bytes in `buf` (taken), is the full path's.
+    fn hand_over(&self, buf: &mut BytesMut) -> ExpressEnd {
         self.counts.handed_over.inc();
         ExpressEnd::HandOver {
-            bytes: buf.freeze(),
+            bytes: std::mem::take(buf).freeze(),
             first: None,
         }
     }
@@ -265,7 +289,7 @@ impl GatewayExpress {
         plain: &Plain,
         upstream_head: &[u8],
         client: &mut vx11_service::express::ClientIo,
-        this: &mut Exchange,
+        this: &mut Exchange<'_>,
         started: Instant,
     ) -> Exchanged {
         let module = &plain.module;
@@ -426,6 +450,11 @@ impl ExpressLane for GatewayExpress {
     ) -> Pin<Box<dyn Future<Output = ExpressEnd> + Send + 'a>> {
         Box::pin(self.serve_connection(connection))
     }
+}
+
+/// The longest request head the lane reads before handing it over: the listener's limit.
+fn max_head(limits: &ListenerLimits) -> usize {
+    limits.max_header_bytes.max(vx11_service::MIN_HEADER_BYTES)
 }
 
 /// Writes an answer made by the gateway itself (an [`vx11_service::ApiError`]) as hyper
