@@ -206,7 +206,7 @@ where
                 Some(tls) => {
                     let shaken = Box::pin(handshake(tls, tcp, clocks, &close_all, &connections));
                     match shaken.await {
-                        Ok(stream) => (Either::Right(stream), crate::ClientScheme::Https),
+                        Ok(stream) => (Either::Right(Box::new(stream)), crate::ClientScheme::Https),
                         Err(Some(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
                             return;
