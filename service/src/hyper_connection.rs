@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioExecutor;
@@ -57,14 +58,14 @@ pub(crate) fn starts_http1(first: &[u8]) -> bool {
 
 /// How a connection ends: when hyper is done with it, or as the server's shutdown and the
 /// connection's clock say.
-pub(crate) struct Ends<'a> {
-    pub(crate) close_all: &'a CancellationToken,
-    pub(crate) clock: &'a ConnectionClock,
+pub(crate) struct Ends {
+    pub(crate) close_all: CancellationToken,
+    pub(crate) clock: Arc<ConnectionClock>,
     pub(crate) clocks: Clocks,
-    pub(crate) connections: &'a ConnectionCap,
+    pub(crate) connections: Arc<ConnectionCap>,
 }
 
-impl Ends<'_> {
+impl Ends {
     /// Drives `connection` to its end; `graceful_shutdown` asks it to finish what is in
     /// flight and close.
     pub(crate) async fn drive<C, E>(

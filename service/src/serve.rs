@@ -3,6 +3,8 @@
 //! open streams to end cleanly.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,7 +20,7 @@ use crate::connection::{Clocks, ConnectionClock, Expiry, Watched};
 use crate::connection_cap::{ConnectionCap, ListenerMetrics};
 use crate::connection_service::{ConnectionPlace, ConnectionService, OpenConnection};
 use crate::express::{self, ExpressConnection, ExpressEnd, ExpressLane, Prefixed};
-use crate::hyper_connection::{Ends, HyperBuilders, starts_http1};
+use crate::hyper_connection::{ConnectionError, Ends, HyperBuilders, starts_http1};
 use crate::settings::{ListenerLimits, MIN_HEADER_BYTES};
 use crate::shutdown::Shutdown;
 
@@ -241,25 +243,26 @@ where
                 first: std::sync::Mutex::new(first),
             };
             // hyper serves the rest (from the start, or from where the lane handed over)
-            // under the connection's clock and the server's shutdown.
-            let hyper = async move {
-                let io = TokioIo::new(io);
-                let ends = Ends {
-                    close_all: &close_all,
-                    clock: &clock,
-                    clocks,
-                    connections: &connections,
-                };
-                if http1 {
-                    let connection = builders.http1.serve_connection(io, service);
-                    ends.drive(connection.with_upgrades(), |c| c.graceful_shutdown())
-                        .await
-                } else {
+            // under the connection's clock and the server's shutdown; boxed, each way at its
+            // own size (the auto builder's, which can hold an HTTP/2 connection, is larger).
+            let io = TokioIo::new(io);
+            let ends = Ends {
+                close_all,
+                clock,
+                clocks,
+                connections,
+            };
+            let hyper: Pin<Box<dyn Future<Output = Result<(), ConnectionError>> + Send>> = if http1
+            {
+                let connection = builders.http1.serve_connection(io, service);
+                Box::pin(ends.drive(connection.with_upgrades(), |c| c.graceful_shutdown()))
+            } else {
+                Box::pin(async move {
                     let connection = builders.auto.serve_connection_with_upgrades(io, service);
                     ends.drive(connection, |c| c.graceful_shutdown()).await
-                }
+                })
             };
-            if let Err(error) = Box::pin(hyper).await {
+            if let Err(error) = hyper.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(place);
