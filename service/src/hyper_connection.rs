@@ -10,17 +10,20 @@
 //! life. Little of the second half is ever touched, so the resident memory it costs is
 //! smaller than that: 0.8 KiB per event stream at 5 000 streams (`docs/BENCHMARKS.md`).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Clocks, ConnectionClock, Expiry};
 use crate::connection_cap::ConnectionCap;
+use crate::connection_service::ConnectionService;
+use crate::express::ClientIo;
 
 /// What a connection's end may carry: hyper's error, or hyper_util's.
 pub(crate) type ConnectionError = Box<dyn std::error::Error + Send + Sync>;
@@ -54,6 +57,40 @@ impl HyperBuilders {
 pub(crate) fn starts_http1(first: &[u8]) -> bool {
     let n = first.len().min(H2_PREFACE.len());
     n > 0 && first[..n] != H2_PREFACE[..n]
+}
+
+/// hyper serving `io`, boxed, each way at its own size (the auto builder's, which can hold an
+/// HTTP/2 connection, is larger): HTTP/1.1 directly when `http1` (the connection's first
+/// bytes are an HTTP/1 request), else as the auto builder finds. A function of its own, so
+/// that what it builds is not part of the connection's task.
+pub(crate) fn hyper_part<S>(
+    builders: &Arc<HyperBuilders>,
+    http1: bool,
+    io: ClientIo,
+    service: ConnectionService<S>,
+    ends: Ends,
+) -> Pin<Box<dyn Future<Output = Result<(), ConnectionError>> + Send>>
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let io = TokioIo::new(io);
+    if http1 {
+        let connection = builders.http1.serve_connection(io, service);
+        Box::pin(ends.drive(connection.with_upgrades(), |c| c.graceful_shutdown()))
+    } else {
+        let builders = builders.clone();
+        Box::pin(async move {
+            let connection = builders.auto.serve_connection_with_upgrades(io, service);
+            ends.drive(connection, |c| c.graceful_shutdown()).await
+        })
+    }
 }
 
 /// How a connection ends: when hyper is done with it, or as the server's shutdown and the

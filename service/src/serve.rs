@@ -3,13 +3,11 @@
 //! open streams to end cleanly.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use tokio::net::TcpListener;
 use tokio_util::either::Either;
@@ -20,7 +18,7 @@ use crate::connection::{Clocks, ConnectionClock, Expiry, Watched};
 use crate::connection_cap::{ConnectionCap, ListenerMetrics};
 use crate::connection_service::{ConnectionPlace, ConnectionService, OpenConnection};
 use crate::express::{self, ExpressConnection, ExpressEnd, ExpressLane, Prefixed};
-use crate::hyper_connection::{ConnectionError, Ends, HyperBuilders, starts_http1};
+use crate::hyper_connection::{Ends, HyperBuilders, hyper_part, starts_http1};
 use crate::settings::{ListenerLimits, MIN_HEADER_BYTES};
 use crate::shutdown::Shutdown;
 
@@ -224,7 +222,16 @@ where
             let mut http1 = false;
             if let Some(express) = express {
                 let lane = ExpressConnection::new(&mut io, peer, clock.clone(), draining.clone());
-                match express::run(&*express, lane, &close_all, clocks, &connections).await {
+                // Boxed: 1.3 KiB that a connection handed over to hyper (an event stream, say)
+                // would otherwise keep in its task for its whole life.
+                let run = Box::pin(express::run(
+                    &*express,
+                    lane,
+                    &close_all,
+                    clocks,
+                    &connections,
+                ));
+                match run.await {
                     ExpressEnd::Closed => return,
                     ExpressEnd::HandOver { bytes, first: left } => {
                         http1 = starts_http1(&bytes);
@@ -243,25 +250,14 @@ where
                 first: std::sync::Mutex::new(first),
             };
             // hyper serves the rest (from the start, or from where the lane handed over)
-            // under the connection's clock and the server's shutdown; boxed, each way at its
-            // own size (the auto builder's, which can hold an HTTP/2 connection, is larger).
-            let io = TokioIo::new(io);
+            // under the connection's clock and the server's shutdown.
             let ends = Ends {
                 close_all,
                 clock,
                 clocks,
                 connections,
             };
-            let hyper: Pin<Box<dyn Future<Output = Result<(), ConnectionError>> + Send>> = if http1
-            {
-                let connection = builders.http1.serve_connection(io, service);
-                Box::pin(ends.drive(connection.with_upgrades(), |c| c.graceful_shutdown()))
-            } else {
-                Box::pin(async move {
-                    let connection = builders.auto.serve_connection_with_upgrades(io, service);
-                    ends.drive(connection, |c| c.graceful_shutdown()).await
-                })
-            };
+            let hyper = hyper_part(&builders, http1, io, service, ends);
             if let Err(error) = hyper.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
@@ -374,6 +370,14 @@ async fn pause_after_accept_error(error: &std::io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_socket_keeps_the_tls_state_out_of_line() {
+        // Inline, the TLS state made every connection's task 1.2 KiB larger, in the clear
+        // too, and every event stream held it.
+        let size = std::mem::size_of::<crate::express::ClientSocket>();
+        assert!(size <= 64, "a client socket takes {size} bytes");
+    }
     use crate::listen::bind_listener;
 
     /// Sends one request on `stream` and reads its whole answer (the body is "ok").
