@@ -42,12 +42,14 @@ pub(crate) struct HyperBuilders {
 }
 
 impl HyperBuilders {
-    /// `auto` and an HTTP/1.1 builder with its read buffer bound and header count.
+    /// `auto` (its HTTP/2 side set up) and an HTTP/1.1 builder, both given the same HTTP/1.1
+    /// limits here: the read buffer's bound and the header count.
     pub(crate) fn new(
-        auto: AutoBuilder<TokioExecutor>,
+        mut auto: AutoBuilder<TokioExecutor>,
         max_buf: usize,
         max_headers: usize,
     ) -> Self {
+        auto.http1().max_buf_size(max_buf).max_headers(max_headers);
         let mut http1 = http1::Builder::new();
         http1.max_buf_size(max_buf).max_headers(max_headers);
         Self { auto, http1 }

@@ -330,10 +330,6 @@ fn connection_builders(serving: &Serving) -> HyperBuilders {
     // The read buffer bounds the request head: a head that does not fit gets 431. (It also
     // bounds what is buffered of a body or of a response for a slow reader.)
     let max_buf = max_header_bytes.max(MIN_HEADER_BYTES);
-    builder
-        .http1()
-        .max_buf_size(max_buf)
-        .max_headers(max_headers);
     match serving.protocols {
         Protocols::Http1 => builder = builder.http1_only(),
         Protocols::Http1AndH2 => {
@@ -370,6 +366,7 @@ async fn pause_after_accept_error(error: &std::io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listen::bind_listener;
 
     #[test]
     fn a_client_socket_keeps_the_tls_state_out_of_line() {
@@ -378,7 +375,6 @@ mod tests {
         let size = std::mem::size_of::<crate::express::ClientSocket>();
         assert!(size <= 64, "a client socket takes {size} bytes");
     }
-    use crate::listen::bind_listener;
 
     /// Sends one request on `stream` and reads its whole answer (the body is "ok").
     async fn exchange(stream: &mut tokio::net::TcpStream) -> String {

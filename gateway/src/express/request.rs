@@ -68,10 +68,9 @@ const HANDED_OVER: [&str; 9] = [
     "proxy-authorization",
 ];
 
-/// Header slots kept on the stack: as many as `VX11_MAX_HEADERS` and
-/// `VX11_MAX_RESPONSE_HEADERS` allow by default (8 KiB). Past that, each look allocates
-/// them: two allocations of 8 KiB per request when the defaults went to 256 and this
-/// stayed at 128.
+/// Header slots kept on the stack (8 KiB): as many as `VX11_MAX_HEADERS` and
+/// `VX11_MAX_RESPONSE_HEADERS` allow by default (a test holds them to it). Past that, each
+/// look allocates its slots.
 pub(super) const STACK_HEADERS: usize = 256;
 
 /// `max` header slots for httparse, on the stack when they fit (left uninitialised: httparse
