@@ -36,6 +36,14 @@ pub type ClientSocket = Either<ClientTcp, Box<tokio_rustls::server::TlsStream<Cl
 /// back first, then the socket; watched by the connection's clock.
 pub type ClientIo = Watched<Prefixed<ClientSocket>>;
 
+/// What is written to `io` from now on is the last it carries (the connection is dropped
+/// right after): in the clear, the last part leaves with the FIN, one segment fewer.
+pub fn closing(io: &mut ClientIo) {
+    if let Either::Left(tcp) = io.get_mut().get_mut() {
+        tcp.closing();
+    }
+}
+
 /// How an express lane's time on a connection ended.
 #[derive(Debug)]
 pub enum ExpressEnd {

@@ -61,14 +61,14 @@ impl<U: AsyncRead + Unpin> From<'_, U> {
         }
     }
 
-    /// Passes on exactly `length` bytes, and writes all that is ready.
+    /// Passes on exactly `length` bytes; the last of them are left in `to.out` for the
+    /// caller's last write.
     pub async fn length<C: AsyncWrite + Unpin>(
         &mut self,
         length: u64,
         to: &mut To<'_, C>,
     ) -> Result<(), Cut> {
-        self.pass(length, to).await?;
-        to.flush().await
+        self.pass(length, to).await
     }
 
     /// Moves `length` bytes to what is to be written (writing before each wait).
@@ -91,7 +91,8 @@ impl<U: AsyncRead + Unpin> From<'_, U> {
         }
     }
 
-    /// Passes on a chunked body, to its last chunk and the trailer section.
+    /// Passes on a chunked body, to its last chunk and the trailer section; the end is left
+    /// in `to.out` for the caller's last write.
     pub async fn chunked<C: AsyncWrite + Unpin>(&mut self, to: &mut To<'_, C>) -> Result<(), Cut> {
         loop {
             let size = loop {
@@ -109,7 +110,7 @@ impl<U: AsyncRead + Unpin> From<'_, U> {
             if size == 0 {
                 self.trailers(to).await?;
                 to.out.extend_from_slice(b"0\r\n\r\n");
-                return to.flush().await;
+                return Ok(());
             }
             to.out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
             self.pass(size, to).await?;

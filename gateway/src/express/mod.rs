@@ -341,6 +341,14 @@ impl GatewayExpress {
             response::Framing::Length(length) => from.length(length, &mut to).await,
             response::Framing::Chunked => from.chunked(&mut to).await,
         };
+        let copied = match copied {
+            Ok(()) if plain.close => {
+                vx11_service::express::closing(to.client);
+                to.flush().await
+            }
+            Ok(()) => to.flush().await,
+            cut => cut,
+        };
         match copied {
             Ok(()) => {
                 // Bytes past the response are not an answer to anything: the connection is
@@ -479,6 +487,9 @@ async fn write_answer(
     response::push_date_field(out);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
+    if close {
+        vx11_service::express::closing(client);
+    }
     client.write_all(out).await.ok()?;
     out.clear();
     Some(parts.status.as_u16())
