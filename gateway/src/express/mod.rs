@@ -17,6 +17,7 @@
 
 mod body;
 mod buffers;
+mod own_answer;
 mod pool;
 mod request;
 mod response;
@@ -28,7 +29,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::response::Response;
 use bytes::{Buf, BytesMut};
 use hyper::Uri;
 use prometheus_client::metrics::counter::Counter;
@@ -51,6 +51,7 @@ use crate::upstream::UPSTREAM_READ_BUFFER;
 
 use body::{Cut, From, To};
 use buffers::{Buffers, Sizes, Spare};
+use own_answer::write_answer;
 use pool::Pool;
 use request::{Forwarding, Plain};
 use timer::HeadTimer;
@@ -463,36 +464,6 @@ impl ExpressLane for GatewayExpress {
 /// The longest request head the lane reads before handing it over: the listener's limit.
 fn max_head(limits: &ListenerLimits) -> usize {
     limits.max_header_bytes.max(vx11_service::MIN_HEADER_BYTES)
-}
-
-/// Writes an answer made by the gateway itself (an [`vx11_service::ApiError`]) as hyper
-/// would; its status, or `None` when the client's socket failed.
-async fn write_answer(
-    answer: Response,
-    close: bool,
-    client: &mut vx11_service::express::ClientIo,
-    out: &mut Vec<u8>,
-) -> Option<u16> {
-    let (parts, body) = answer.into_parts();
-    let body = axum::body::to_bytes(body, 64 * 1024).await.ok()?;
-    out.clear();
-    response::push_status_line(out, parts.status);
-    for (name, value) in &parts.headers {
-        request::push_field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    if close {
-        request::push_field(out, b"connection", b"close");
-    }
-    request::push_field(out, b"content-length", body.len().to_string().as_bytes());
-    response::push_date_field(out);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&body);
-    if close {
-        vx11_service::express::closing(client);
-    }
-    client.write_all(out).await.ok()?;
-    out.clear();
-    Some(parts.status.as_u16())
 }
 
 fn utf8(bytes: &[u8]) -> &str {
