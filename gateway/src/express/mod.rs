@@ -343,11 +343,12 @@ impl GatewayExpress {
             response::Framing::Chunked => from.chunked(&mut to).await,
         };
         let copied = match copied {
-            Ok(()) if plain.close => {
-                vx11_service::express::closing(to.client);
+            Ok(()) => {
+                if plain.close {
+                    vx11_service::express::closing(to.client);
+                }
                 to.flush().await
             }
-            Ok(()) => to.flush().await,
             cut => cut,
         };
         match copied {
