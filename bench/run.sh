@@ -26,7 +26,10 @@
 # BENCH_SSE_STREAMS (10000), BENCH_SSE_WORKERS (2),
 # BENCH_SSE_PER_GATEWAY (18000: fds per process are limited, see docs/BENCHMARKS.md),
 # BENCH_RELOAD_SWAPS (100), BENCH_RESULTS (target/bench/<UTC time>), BENCH_PORT_BASE (18000),
-# BENCH_GATEWAY_LOG (info), BENCH_CONTROLLER_CMD.
+# BENCH_GATEWAY_LOG (info), BENCH_CONTROLLER_CMD, and a CPU per worker (auto) or not (off)
+# in the proxy and cost steps, as each peer's tuning guide advises: BENCH_GATEWAY_CPUS
+# (VX11_WORKER_CPUS), BENCH_NGINX_CPUS (worker_cpu_affinity auto), BENCH_HAPROXY_CPUS
+# (cpu-map), all auto.
 # BENCH_QUICK=1 makes every step short (for trying the script, not for figures).
 set -euo pipefail
 
@@ -44,10 +47,16 @@ SSE_WORKERS=${BENCH_SSE_WORKERS:-2}
 SSE_PER_GATEWAY=${BENCH_SSE_PER_GATEWAY:-18000}
 SWAPS=${BENCH_RELOAD_SWAPS:-100}
 PORT=${BENCH_PORT_BASE:-18000}
+GATEWAY_CPUS=${BENCH_GATEWAY_CPUS:-auto}
+NGINX_CPUS=${BENCH_NGINX_CPUS:-auto}
+HAPROXY_CPUS=${BENCH_HAPROXY_CPUS:-auto}
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
   DURATION=2 ROUNDS=1 SSE_STREAMS=${BENCH_SSE_STREAMS:-500} SWAPS=${BENCH_RELOAD_SWAPS:-10}
   COST_REQUESTS=${BENCH_COST_REQUESTS:-2000} INSTR_REQUESTS=${BENCH_INSTR_REQUESTS:-300}
 fi
+for cpus in "$GATEWAY_CPUS" "$NGINX_CPUS" "$HAPROXY_CPUS"; do
+  [[ $cpus == auto || $cpus == off ]] || { echo "bench/run.sh: BENCH_GATEWAY_CPUS, BENCH_NGINX_CPUS and BENCH_HAPROXY_CPUS are auto or off, got '$cpus'" >&2; exit 1; }
+done
 for w in $WORKERS $SSE_WORKERS; do
   [[ $w =~ ^[1-9]$ ]] || { echo "bench/run.sh: workers must be 1…9, got '$w'" >&2; exit 1; }
 done
@@ -158,6 +167,7 @@ start_nginx() { # name addr upstream workers worker_connections → sets NGINX_D
   mkdir -p "$dir/nginx-tmp"
   sed -e "s|@DIR@|$dir|g" -e "s|@UPSTREAM@|$upstream|g" -e "s|@LISTEN@|$addr|g" \
     -e "s|@WORKERS@|$workers|g" -e "s|@WORKER_CONNECTIONS@|$conns|g" -e "s|@NOFILE@|$NOFILE|g" \
+    -e "s|@CPU_AFFINITY@|$([[ $NGINX_CPUS == auto ]] && echo 'worker_cpu_affinity auto;')|" \
     "$BENCH/nginx.conf.in" >"$dir/nginx.conf"
   cp "$FIX/nginx-tokens.map" "$dir/nginx-tokens.map"
   NGINX_DIRS+=("$dir")
@@ -178,6 +188,7 @@ start_haproxy() { # name addr upstream threads → sets HAPROXY_PID
   mkdir -p "$dir"
   sed -e "s|@DIR@|$dir|g" -e "s|@UPSTREAM@|$upstream|g" -e "s|@LISTEN@|$addr|g" \
     -e "s|@WORKERS@|$threads|g" -e "s|@MAXCONN@|$HAPROXY_MAXCONN|g" \
+    -e "s|@CPU_MAP@|$([[ $HAPROXY_CPUS == auto ]] && echo "cpu-map auto:1/1-$threads 0-$((threads - 1))")|" \
     "$BENCH/haproxy.cfg.in" >"$dir/haproxy.cfg"
   cp "$FIX/haproxy-tokens.lst" "$dir/haproxy-tokens.lst"
   haproxy -c -q -f "$dir/haproxy.cfg" >"$LOGS/$name-check.log" 2>&1 ||
@@ -196,13 +207,14 @@ NEXT_METRICS=$METRICS_PORT
 STREAM_CAPS=(VX11_MAX_STREAMS="$((SSE_STREAMS + 1000))" VX11_MAX_STREAMS_PER_TOKEN="$((SSE_STREAMS + 1000))"
   VX11_MAX_CONNECTIONS="$((SSE_STREAMS + 1000))")
 
-start_gateway() { # name addr tokens_dir backend_url [workers] → sets GW_PID
-  local name=$1 addr=$2 dir=$3 backend=$4 workers=${5:-}
+start_gateway() { # name addr tokens_dir backend_url [workers] [worker_cpus] → sets GW_PID
+  local name=$1 addr=$2 dir=$3 backend=$4 workers=${5:-} cpus=${6:-}
   need_port "$addr"
   local envs=(VX11_GATEWAY_ADDR="$addr" VX11_OPERATOR_BACKEND_URL="$backend" VX11_TOKENS_DIR="$dir"
     VX11_METRICS_ADDR="127.0.0.1:$NEXT_METRICS" RUST_LOG="${BENCH_GATEWAY_LOG:-info}"
     "${STREAM_CAPS[@]}")
   [[ -z $workers ]] || envs+=(VX11_WORKERS="$workers")
+  [[ -z $cpus ]] || envs+=(VX11_WORKER_CPUS="$cpus")
   env "${envs[@]}" "${WRAP[@]}" "$BIN/vx11-gateway" >"$LOGS/$name.log" 2>&1 &
   GW_PID=$!
   PIDS+=("$GW_PID")
@@ -273,7 +285,7 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
 {
   echo "**Machine:** $(nproc) CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(uname -sr); load average at start: $(cut -d' ' -f1-3 /proc/loadavg); open files per process: $NOFILE."
-  echo "**Run:** $(date -u +%Y-%m-%dT%H:%MZ), git $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- gateway service tokenset bench || echo ' (+ local changes)'); $NGINX_VERSION, $HAPROXY_VERSION, wrk $WRK_VERSION, h2load $H2LOAD_VERSION, strace $STRACE_VERSION, $VALGRIND_VERSION; steps: $STEPS; workers: $WORKERS; wrk runs of ${DURATION} s, ${ROUNDS} round(s), ${CONNS} connections; cost: $COST_REQUESTS requests per run; SSE: $SSE_STREAMS streams, $SSE_WORKERS workers per peer."
+  echo "**Run:** $(date -u +%Y-%m-%dT%H:%MZ), git $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- gateway service tokenset bench || echo ' (+ local changes)'); $NGINX_VERSION, $HAPROXY_VERSION, wrk $WRK_VERSION, h2load $H2LOAD_VERSION, strace $STRACE_VERSION, $VALGRIND_VERSION; steps: $STEPS; workers: $WORKERS; wrk runs of ${DURATION} s, ${ROUNDS} round(s), ${CONNS} connections; cost: $COST_REQUESTS requests per run; SSE: $SSE_STREAMS streams, $SSE_WORKERS workers per peer; a CPU per worker: gateway $GATEWAY_CPUS, nginx $NGINX_CPUS, HAProxy $HAPROXY_CPUS."
 } >"$RESULTS/machine.txt"
 
 step "fixtures: 100 tokens (digests for vx11, plaintext for nginx and HAProxy)"
@@ -326,7 +338,7 @@ if has_step proxy || has_step cost; then
     T_ADDR[nginx-${w}w]=$(nginx_addr "$w") T_NGINX_DIR[nginx-${w}w]=$NGINX_DIR
     start_haproxy "haproxy-${w}w" "$(haproxy_addr "$w")" "$UPSTREAM" "$w"
     T_ADDR[haproxy-${w}w]=$(haproxy_addr "$w") T_PID[haproxy-${w}w]=$HAPROXY_PID
-    start_gateway "gateway-${w}w" "$(gateway_addr "$w")" "$FIX/tokens" "http://$UPSTREAM" "$w"
+    start_gateway "gateway-${w}w" "$(gateway_addr "$w")" "$FIX/tokens" "http://$UPSTREAM" "$w" "$GATEWAY_CPUS"
     T_ADDR[gateway-${w}w]=$(gateway_addr "$w") T_PID[gateway-${w}w]=$GW_PID
     for p in nginx haproxy gateway; do
       TARGETS+=("$p-${w}w")

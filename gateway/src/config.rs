@@ -12,6 +12,7 @@ use crate::modules::{Modules, Upstream};
 use crate::outage::OutageArgs;
 use crate::proxy_settings::{ProxyArgs, ProxySettings, ProxySettingsError};
 use crate::upstream::MIN_STREAM_BUFFER_BYTES;
+use crate::worker_cpus::{WorkerCpus, WorkerCpusError};
 
 /// vx11-gateway: the public entrypoint. Checks the token of every `/<module>/api/*` request
 /// and streams it, unchanged, to the module's backend.
@@ -66,6 +67,12 @@ pub struct Args {
     #[arg(long, env = "VX11_WORKERS")]
     pub workers: Option<usize>,
 
+    /// `auto`: each worker on a CPU of its own (the first CPUs this process may run on) and
+    /// each new connection to the worker on the CPU its handshake arrived on; for CPUs the
+    /// gateway has to itself (`docs/gateway.md`). `off`: workers run anywhere.
+    #[arg(long, env = "VX11_WORKER_CPUS", value_enum, default_value_t = WorkerCpus::Off)]
+    pub worker_cpus: WorkerCpus,
+
     /// Proxies in front of the gateway whose `X-Forwarded-For` is kept and appended to:
     /// IPs or CIDR ranges, comma-separated (e.g. `10.0.0.0/8,192.168.1.7`). From any other
     /// peer the header is replaced by the peer's address. Empty: no peer is trusted.
@@ -106,6 +113,8 @@ pub struct Config {
     pub upstream_idle_timeout: Duration,
     pub max_body_bytes: u64,
     pub workers: usize,
+    /// `VX11_WORKER_CPUS=auto`: the CPU of each worker; `None`: off.
+    pub worker_cpus: Option<Vec<usize>>,
     pub trusted_proxies: TrustedProxies,
     /// `VX11_EXPRESS`, and neither TLS nor CORS on: the express lane takes what it can.
     pub express: bool,
@@ -142,6 +151,8 @@ pub enum ConfigError {
     Cors(#[from] CorsError),
     #[error(transparent)]
     Setting(#[from] SettingError),
+    #[error(transparent)]
+    WorkerCpus(#[from] WorkerCpusError),
 }
 
 impl Config {
@@ -188,10 +199,12 @@ impl Config {
             .limits()
             .map_err(|name| ConfigError::Zero { name })?;
         let proxy = ProxySettings::from_args(&args.proxy)?;
+        let workers = args.workers.unwrap_or_else(default_workers);
         Ok(Self {
             websocket,
             proxy,
-            workers: args.workers.unwrap_or_else(default_workers),
+            workers,
+            worker_cpus: args.worker_cpus.assign(workers)?,
             addr: args.addr,
             service: args.service,
             modules,
@@ -256,6 +269,7 @@ mod tests {
         );
         assert!(!config.cors.is_on());
         assert_eq!(config.stream_retry, Duration::from_secs(3));
+        assert_eq!(config.worker_cpus, None);
     }
 
     #[test]
@@ -278,6 +292,13 @@ mod tests {
         );
         let err = parse(&["--workers", "0"]).unwrap_err();
         assert!(err.contains("VX11_WORKERS"), "{err}");
+        let err = parse(&["--worker-cpus", "all"]).unwrap_err();
+        assert!(err.contains("auto") && err.contains("off"), "{err}");
+        let err = parse(&["--worker-cpus", "auto", "--workers", "4097"]).unwrap_err();
+        assert!(
+            err.contains("VX11_WORKER_CPUS=auto") && err.contains("VX11_WORKERS is 4097"),
+            "{err}"
+        );
         let err = parse(&["--trusted-proxies", "10.0.0.0/40"]).unwrap_err();
         assert!(err.contains("VX11_TRUSTED_PROXIES"), "{err}");
         for (flags, var) in [

@@ -41,6 +41,7 @@ pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 pub mod websocket;
+pub mod worker_cpus;
 pub mod workers;
 
 pub use dispatch::app;

@@ -6,10 +6,11 @@ use prometheus_client::registry::Registry;
 use vx11_gateway::Gateway;
 use vx11_gateway::config::{Args, Config};
 use vx11_gateway::metrics::GatewayMetrics;
+use vx11_gateway::worker_cpus::CpuList;
 use vx11_gateway::workers::{MakeApp, Workers};
 use vx11_service::{
     ListenerMetrics, Protocols, Serving, StreamSlots, Tls, TlsMetrics, bind_reuseport_listeners,
-    init_json_logs_with_filter, start,
+    init_json_logs_with_filter, start, steer_by_cpu,
 };
 use vx11_tokenset::LegacyTokens;
 
@@ -49,6 +50,9 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
     let started = start(&config.service, legacy).await?;
     let store = started.store.clone();
     let listeners = bind_reuseport_listeners(config.addr, "VX11_GATEWAY_ADDR", config.workers)?;
+    if let Some(cpus) = &config.worker_cpus {
+        steer_by_cpu(&listeners, cpus)?;
+    }
     let mut registry = Registry::default();
     let metrics = GatewayMetrics::register(&mut registry, store.clone());
     let listener_metrics = ListenerMetrics::register(&mut registry);
@@ -70,6 +74,7 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
         metrics_addr = %started.metrics_listener.local_addr()?,
         mode = %config.service.policy_mode,
         workers = config.workers,
+        worker_cpus = %config.worker_cpus.clone().map_or("off".to_string(), |cpus| CpuList(cpus).to_string()),
         tls = tls.is_some(),
         express = config.express && tls.is_none() && !config.cors.is_on(),
         modules = ?config.modules.names(),
@@ -108,7 +113,14 @@ async fn run(config: Config, legacy: LegacyTokens) -> std::io::Result<()> {
             ))
         })
     };
-    let workers = Workers::start(listeners, make_app, &shutdown, &serving, config.express)?;
+    let workers = Workers::start(
+        listeners,
+        make_app,
+        &shutdown,
+        &serving,
+        config.express,
+        config.worker_cpus.as_deref(),
+    )?;
     tokio::task::spawn_blocking(move || workers.join())
         .await
         .map_err(std::io::Error::other)??;

@@ -3,7 +3,8 @@
 //! and the backend connections they use stay on the thread that accepted it, so a proxied
 //! request wakes no other thread. On 2 cores this doubled requests/s against one
 //! multi-threaded runtime, where a request crossed threads about three times
-//! (`docs/BENCHMARKS.md`).
+//! (`docs/BENCHMARKS.md`). With `VX11_WORKER_CPUS=auto` each worker also stays on a CPU of
+//! its own, the one its listener takes connections for (`crate::worker_cpus`).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -11,6 +12,7 @@ use std::thread::JoinHandle;
 use crate::dispatch::app;
 use crate::express::lane_for;
 use crate::gateway::Gateway;
+use crate::worker_cpus::pin_current_thread;
 use vx11_service::{
     Serving, Shutdown, keep_access_lines, serve_until_shutdown, write_kept_access_lines,
 };
@@ -29,16 +31,19 @@ impl Workers {
     /// Starts one worker per listener (non-blocking std sockets, registered by the worker
     /// that owns it). Each serves until `shutdown` as `serving` says, sharing its
     /// connection count with the others; with `express`, each has its own express lane
-    /// ([`crate::express`]) in front of hyper (connections in the clear only).
+    /// ([`crate::express`]) in front of hyper (connections in the clear only). With `cpus`,
+    /// worker `i` runs on `cpus[i]` only.
     pub fn start(
         listeners: Vec<std::net::TcpListener>,
         make_app: MakeApp,
         shutdown: &Shutdown,
         serving: &Serving,
         express: bool,
+        cpus: Option<&[usize]>,
     ) -> std::io::Result<Self> {
         let mut threads = Vec::with_capacity(listeners.len());
         for (index, listener) in listeners.into_iter().enumerate() {
+            let cpu = cpus.and_then(|cpus| cpus.get(index).copied());
             let make_app = make_app.clone();
             let shutdown = shutdown.clone();
             let failed = shutdown.clone();
@@ -46,6 +51,10 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("vx11-worker-{index}"))
                 .spawn(move || {
+                    if let Some(Err(error)) = cpu.map(pin_current_thread) {
+                        shutdown_on_failure(&shutdown);
+                        return Err(error);
+                    }
                     // Access lines go out together, when the worker goes idle or has 4 KiB.
                     keep_access_lines();
                     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -47,7 +47,7 @@ pub use connection_service::ConnectionPlace;
 pub use duration::parse_duration;
 pub use event_stream::event_stream_headers;
 pub use health::health_routes;
-pub use listen::{LISTEN_BACKLOG, bind_listener, bind_reuseport_listeners};
+pub use listen::{LISTEN_BACKLOG, bind_listener, bind_reuseport_listeners, steer_by_cpu};
 pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
 pub use policy::{OPERATOR_MODULE, PolicyMode, off_by_policy};
 pub use scheme::ClientScheme;

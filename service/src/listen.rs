@@ -41,6 +41,25 @@ pub fn bind_reuseport_listeners(
     Ok(listeners)
 }
 
+/// Asks the kernel to hand each new connection to the listener of the CPU that took its
+/// SYN (`SO_INCOMING_CPU`: listener `i` for `cpus[i]`); connections arriving on any other
+/// CPU are hashed across the listeners as before. Worth it only when the worker of listener
+/// `i` runs on `cpus[i]` alone. Linux 6.1 and later; older kernels take the option and
+/// keep hashing.
+pub fn steer_by_cpu(listeners: &[TcpListener], cpus: &[usize]) -> std::io::Result<()> {
+    for (listener, &cpu) in listeners.iter().zip(cpus) {
+        socket2::SockRef::from(listener)
+            .set_cpu_affinity(cpu)
+            .map_err(|error| {
+                std::io::Error::new(
+                    error.kind(),
+                    format!("cannot tie a listener to CPU {cpu} (SO_INCOMING_CPU): {error}"),
+                )
+            })?;
+    }
+    Ok(())
+}
+
 fn listen_on(addr: std::net::SocketAddr, reuseport: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -107,6 +126,55 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 30);
+    }
+
+    /// On loopback the kernel takes a connection's SYN on the CPU of the thread that calls
+    /// `connect`: from a thread kept on one CPU, every connection must reach that CPU's
+    /// listener (hashing would send about half of them to the other).
+    #[tokio::test]
+    async fn connections_reach_the_listener_of_the_cpu_their_handshake_ran_on() {
+        let allowed: Vec<usize> = {
+            let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+            (0..nix::sched::CpuSet::count())
+                .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+                .collect()
+        };
+        if allowed.len() < 2 {
+            eprintln!("one CPU only: nothing to steer between (this machine has {allowed:?})");
+            return;
+        }
+        let cpus = [allowed[0], allowed[1]];
+        let listeners =
+            bind_reuseport_listeners("127.0.0.1:0".parse().unwrap(), "TEST_ADDR", 2).unwrap();
+        steer_by_cpu(&listeners, &cpus).unwrap();
+        let addr = listeners[0].local_addr().unwrap();
+        for (index, &cpu) in cpus.iter().enumerate() {
+            let clients = std::thread::spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(cpu).unwrap();
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+                (0..20)
+                    .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap();
+            for n in 0..clients.len() {
+                let accepted =
+                    tokio::time::timeout(Duration::from_secs(5), listeners[index].accept()).await;
+                assert!(
+                    accepted.is_ok(),
+                    "connection {n} from CPU {cpu} did not reach listener {index}"
+                );
+            }
+            let elsewhere =
+                tokio::time::timeout(Duration::from_millis(50), listeners[1 - index].accept())
+                    .await;
+            assert!(
+                elsewhere.is_err(),
+                "a connection from CPU {cpu} reached the other listener"
+            );
+        }
     }
 
     #[tokio::test]

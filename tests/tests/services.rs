@@ -550,3 +550,85 @@ async fn sigterm_ends_streams_cleanly_and_the_gateway_exits() {
     assert!(logs.contains("SIGTERM"), "no shutdown in the gateway's log");
     stack.assert_logs_clean(&[&operator]);
 }
+
+/// The CPUs this test process may run on, as `/proc/self/status` lists them.
+fn allowed_cpus_of(status: &str) -> Vec<usize> {
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    list.split(',')
+        .flat_map(|part| match part.split_once('-') {
+            Some((from, to)) => (from.parse().unwrap()..=to.parse().unwrap()).collect::<Vec<_>>(),
+            None => vec![part.parse().unwrap()],
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_cpus_of_their_own_stay_there_and_serve() {
+    let allowed = allowed_cpus_of(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let workers = allowed.len().min(2);
+    let operator = token();
+    let logs = tempfile::tempdir().unwrap();
+    let tokens_dir = logs.path().join("tokens");
+    project(&tokens_dir, 1, &[("operator", &operator)]);
+    let mut env = BTreeMap::from([(
+        "VX11_TOKENS_DIR".to_string(),
+        tokens_dir.display().to_string(),
+    )]);
+    let backend = ServiceProcess::start(ServiceKind::OperatorBackend, &env, logs.path()).unwrap();
+    env.insert("VX11_OPERATOR_BACKEND_URL".into(), backend.base_url());
+    env.insert("VX11_WORKER_CPUS".into(), "auto".into());
+
+    // More workers than CPUs: a clear error, nothing served.
+    env.insert("VX11_WORKERS".into(), (allowed.len() + 1).to_string());
+    let refused = ServiceProcess::start(ServiceKind::Gateway, &env, logs.path()).unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains("VX11_WORKER_CPUS=auto")
+            && message.contains("set VX11_WORKERS to at most"),
+        "{message}"
+    );
+
+    env.insert("VX11_WORKERS".into(), workers.to_string());
+    let gateway = ServiceProcess::start(ServiceKind::Gateway, &env, logs.path()).unwrap();
+    let http = client();
+    for _ in 0..20 {
+        let response = http
+            .get(format!("{}/operator/api/health", gateway.base_url()))
+            .header("x-vx11-token", operator.expose())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let mut pinned = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", gateway.pid())).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        if let Some(index) = name.trim().strip_prefix("vx11-worker-") {
+            let status = std::fs::read_to_string(task.join("status")).unwrap();
+            pinned.insert(index.parse::<usize>().unwrap(), allowed_cpus_of(&status));
+        }
+    }
+    let expected: BTreeMap<usize, Vec<usize>> =
+        (0..workers).map(|i| (i, vec![allowed[i]])).collect();
+    assert_eq!(pinned, expected, "each worker on the next CPU of its own");
+    let listening = gateway
+        .logs()
+        .lines()
+        .find(|line| line.contains("vx11-gateway listening"))
+        .unwrap()
+        .to_owned();
+    let cpus = allowed[..workers]
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(
+        listening.contains(&format!("\"worker_cpus\":\"{cpus}\"")),
+        "{listening}"
+    );
+}
