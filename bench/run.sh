@@ -27,9 +27,9 @@
 # BENCH_SSE_PER_GATEWAY (18000: fds per process are limited, see docs/BENCHMARKS.md),
 # BENCH_RELOAD_SWAPS (100), BENCH_RESULTS (target/bench/<UTC time>), BENCH_PORT_BASE (18000),
 # BENCH_GATEWAY_LOG (info), BENCH_CONTROLLER_CMD, and a CPU per worker (auto) or not (off)
-# in the proxy and cost steps, as each peer's tuning guide advises: BENCH_GATEWAY_CPUS
-# (VX11_WORKER_CPUS), BENCH_NGINX_CPUS (worker_cpu_affinity auto), BENCH_HAPROXY_CPUS
-# (cpu-map), all auto.
+# in the proxy and cost steps: BENCH_NGINX_CPUS (worker_cpu_affinity auto) and
+# BENCH_HAPROXY_CPUS (cpu-map), auto as their tuning guides advise; BENCH_GATEWAY_CPUS
+# (VX11_WORKER_CPUS), off, as docs/gateway.md advises for one local client process (wrk).
 # BENCH_QUICK=1 makes every step short (for trying the script, not for figures).
 set -euo pipefail
 
@@ -47,7 +47,7 @@ SSE_WORKERS=${BENCH_SSE_WORKERS:-2}
 SSE_PER_GATEWAY=${BENCH_SSE_PER_GATEWAY:-18000}
 SWAPS=${BENCH_RELOAD_SWAPS:-100}
 PORT=${BENCH_PORT_BASE:-18000}
-GATEWAY_CPUS=${BENCH_GATEWAY_CPUS:-auto}
+GATEWAY_CPUS=${BENCH_GATEWAY_CPUS:-off}
 NGINX_CPUS=${BENCH_NGINX_CPUS:-auto}
 HAPROXY_CPUS=${BENCH_HAPROXY_CPUS:-auto}
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
