@@ -18,8 +18,7 @@
 
 use std::fmt;
 
-use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
-use nix::unistd::Pid;
+use vx11_service::{allowed_cpus, pin_current_thread};
 
 /// What `VX11_WORKER_CPUS` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -43,7 +42,7 @@ pub enum WorkerCpusError {
         list: CpuList,
     },
     #[error("VX11_WORKER_CPUS=auto: cannot read the CPUs this process may run on: {0}")]
-    Affinity(nix::Error),
+    Affinity(std::io::Error),
 }
 
 /// CPU numbers as `taskset` and `/proc/<pid>/status` write them: `0,1,4`.
@@ -87,21 +86,11 @@ fn assign_from(allowed: &[usize], workers: usize) -> Result<Vec<usize>, WorkerCp
     Ok(allowed[..workers].to_vec())
 }
 
-/// The CPUs this process may run on, in ascending order.
-pub fn allowed_cpus() -> nix::Result<Vec<usize>> {
-    let set = sched_getaffinity(Pid::from_raw(0))?;
-    Ok((0..CpuSet::count())
-        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-        .collect())
-}
-
-/// Keeps the calling thread on `cpu` from now on.
-pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
-    let mut set = CpuSet::new();
-    set.set(cpu).map_err(std::io::Error::from)?;
-    sched_setaffinity(Pid::from_raw(0), &set).map_err(|error| {
+/// Keeps the calling worker on `cpu` from now on; the error names the setting.
+pub fn pin_worker(cpu: usize) -> std::io::Result<()> {
+    pin_current_thread(cpu).map_err(|error| {
         std::io::Error::new(
-            std::io::Error::from(error).kind(),
+            error.kind(),
             format!("cannot keep a worker on CPU {cpu} (VX11_WORKER_CPUS=auto): {error}"),
         )
     })
@@ -142,15 +131,8 @@ mod tests {
     }
 
     #[test]
-    fn a_pinned_thread_runs_only_on_its_cpu() {
-        let allowed = allowed_cpus().unwrap();
-        let cpu = *allowed.last().unwrap();
-        let seen = std::thread::spawn(move || {
-            pin_current_thread(cpu).unwrap();
-            allowed_cpus().unwrap()
-        })
-        .join()
-        .unwrap();
-        assert_eq!(seen, vec![cpu]);
+    fn a_worker_that_cannot_be_pinned_says_which_setting_asked() {
+        let error = pin_worker(usize::MAX).unwrap_err().to_string();
+        assert!(error.contains("VX11_WORKER_CPUS=auto"), "{error}");
     }
 }

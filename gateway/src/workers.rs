@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use crate::dispatch::app;
 use crate::express::lane_for;
 use crate::gateway::Gateway;
-use crate::worker_cpus::pin_current_thread;
+use crate::worker_cpus::pin_worker;
 use vx11_service::{
     Serving, Shutdown, keep_access_lines, serve_until_shutdown, write_kept_access_lines,
 };
@@ -51,7 +51,7 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("vx11-worker-{index}"))
                 .spawn(move || {
-                    if let Some(Err(error)) = cpu.map(pin_current_thread) {
+                    if let Some(Err(error)) = cpu.map(pin_worker) {
                         shutdown_on_failure(&shutdown);
                         return Err(error);
                     }

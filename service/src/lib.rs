@@ -15,6 +15,7 @@ mod client_tcp;
 mod connection;
 mod connection_cap;
 mod connection_service;
+mod cpus;
 mod duration;
 mod event_stream;
 pub mod express;
@@ -44,6 +45,7 @@ pub use body_limit::{
 };
 pub use connection_cap::{ConnectionCap, ListenerMetrics, REFUSAL_LOG_INTERVAL};
 pub use connection_service::ConnectionPlace;
+pub use cpus::{allowed_cpus, pin_current_thread};
 pub use duration::parse_duration;
 pub use event_stream::event_stream_headers;
 pub use health::health_routes;

@@ -133,12 +133,7 @@ mod tests {
     /// listener (hashing would send about half of them to the other).
     #[tokio::test]
     async fn connections_reach_the_listener_of_the_cpu_their_handshake_ran_on() {
-        let allowed: Vec<usize> = {
-            let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
-            (0..nix::sched::CpuSet::count())
-                .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-                .collect()
-        };
+        let allowed = crate::allowed_cpus().unwrap();
         if allowed.len() < 2 {
             eprintln!("one CPU only: nothing to steer between (this machine has {allowed:?})");
             return;
@@ -150,9 +145,7 @@ mod tests {
         let addr = listeners[0].local_addr().unwrap();
         for (index, &cpu) in cpus.iter().enumerate() {
             let clients = std::thread::spawn(move || {
-                let mut set = nix::sched::CpuSet::new();
-                set.set(cpu).unwrap();
-                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+                crate::pin_current_thread(cpu).unwrap();
                 (0..20)
                     .map(|_| std::net::TcpStream::connect(addr).unwrap())
                     .collect::<Vec<_>>()
