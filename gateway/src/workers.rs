@@ -14,7 +14,8 @@ use crate::express::lane_for;
 use crate::gateway::Gateway;
 use crate::worker_cpus::pin_worker;
 use vx11_service::{
-    Serving, Shutdown, keep_access_lines, serve_until_shutdown, write_kept_access_lines,
+    Serving, Shutdown, keep_access_lines, serve_until_shutdown, worker_moves,
+    write_kept_access_lines,
 };
 
 /// What every worker needs to build its own service (its own backend connection pools):
@@ -42,8 +43,12 @@ impl Workers {
         cpus: Option<&[usize]>,
     ) -> std::io::Result<Self> {
         let mut threads = Vec::with_capacity(listeners.len());
+        // Workers on CPUs of their own pass keep-alive connections to the worker of the
+        // CPU their client sends from.
+        let mut moves = cpus.map(worker_moves).unwrap_or_default().into_iter();
         for (index, listener) in listeners.into_iter().enumerate() {
             let cpu = cpus.and_then(|cpus| cpus.get(index).copied());
+            let moves = moves.next().map(Arc::new);
             let make_app = make_app.clone();
             let shutdown = shutdown.clone();
             let failed = shutdown.clone();
@@ -66,6 +71,7 @@ impl Workers {
                         let listener = tokio::net::TcpListener::from_std(listener)?;
                         let gateway = make_app();
                         serving.express = lane_for(&gateway, express, &serving.limits);
+                        serving.moves = moves;
                         serve_until_shutdown(listener, app(gateway), shutdown_of_worker, serving)
                             .await
                     });

@@ -130,6 +130,32 @@ impl ClientTcp {
         }
     }
 
+    /// A connection another worker served (`crate::moves`): it waits for its next request,
+    /// which may be there already.
+    pub(crate) fn moved(stream: std::net::TcpStream) -> Self {
+        Self::new(stream)
+    }
+
+    /// The socket out of this worker's event loop, for another worker to serve.
+    pub(crate) fn into_std(self) -> io::Result<std::net::TcpStream> {
+        match self.state {
+            State::Direct { stream, .. } => Ok(stream),
+            State::Registered(stream) => stream.into_std(),
+            State::Failed => Err(io::Error::other("the socket could not join the event loop")),
+        }
+    }
+
+    /// The CPU the connection's packets last arrived on (`SO_INCOMING_CPU`): on loopback,
+    /// the CPU the client sent from.
+    pub(crate) fn incoming_cpu(&self) -> Option<usize> {
+        let cpu = match &self.state {
+            State::Direct { stream, .. } => socket2::SockRef::from(stream).cpu_affinity(),
+            State::Registered(stream) => socket2::SockRef::from(stream).cpu_affinity(),
+            State::Failed => return None,
+        };
+        cpu.ok()
+    }
+
     /// What is written from now on is the last the connection carries: it is dropped
     /// right after, and the last part leaves with the FIN. (Until the drop that part is
     /// held back, so nothing may wait between these writes and the drop.)

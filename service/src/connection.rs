@@ -310,6 +310,10 @@ impl<T> Watched<T> {
     pub fn get_mut(&mut self) -> &mut T {
         &mut self.inner
     }
+
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
 }
 
 impl<T: AsyncRead> AsyncRead for Watched<T> {

@@ -37,12 +37,14 @@ pub struct ClosedLabels {
 }
 
 /// The listeners' metrics of one process: `vx11_connections_open`,
-/// `vx11_connections_refused_total`, `vx11_connections_closed_total{reason}`.
+/// `vx11_connections_refused_total`, `vx11_connections_closed_total{reason}`,
+/// `vx11_connections_moved_total`.
 #[derive(Debug, Clone, Default)]
 pub struct ListenerMetrics {
     open: Family<ListenerLabel, Gauge>,
     refused: Family<ListenerLabel, Counter>,
     closed: Family<ClosedLabels, Counter>,
+    moved: Family<ListenerLabel, Counter>,
 }
 
 impl ListenerMetrics {
@@ -62,6 +64,11 @@ impl ListenerMetrics {
             "vx11_connections_closed",
             "Connections closed by a listener limit: idle (VX11_IDLE_TIMEOUT), a request head too slow (VX11_HEADER_READ_TIMEOUT), or a peer reading nothing (VX11_STREAM_STALL_TIMEOUT)",
             metrics.closed.clone(),
+        );
+        registry.register(
+            "vx11_connections_moved",
+            "Keep-alive connections handed to the worker of the CPU their packets now arrive on (VX11_WORKER_CPUS=auto)",
+            metrics.moved.clone(),
         );
         metrics
     }
@@ -134,6 +141,16 @@ impl ConnectionCap {
             .get_or_create(&ClosedLabels {
                 listener: self.listener,
                 reason: expiry.as_str(),
+            })
+            .inc();
+    }
+
+    /// A keep-alive connection went to another worker (`crate::moves`).
+    pub(crate) fn moved(&self) {
+        self.metrics
+            .moved
+            .get_or_create(&ListenerLabel {
+                listener: self.listener,
             })
             .inc();
     }

@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub use crate::client_tcp::ClientTcp;
 use crate::connection::{Clocks, ConnectionClock, InFlight, Watched};
 use crate::connection_cap::ConnectionCap;
+pub use crate::moves::Destination;
+use crate::moves::{CHECK_EVERY, WorkerMoves};
 
 /// A client's connection: in the clear, or TLS (`VX11_TLS_DIR`). The TLS state (1.2 KiB) is
 /// boxed: inline, it made every connection's task that much larger, in the clear too.
@@ -52,6 +54,9 @@ pub enum ExpressEnd {
     /// hyper serves the rest, starting with these bytes (the first request not answered);
     /// `first` goes into that first request's extensions.
     HandOver { bytes: Bytes, first: Option<First> },
+    /// Between two requests, nothing of it read: another worker serves it on
+    /// ([`ExpressConnection::moves_now`]).
+    Move(Destination),
 }
 
 /// What the lane leaves for the first request hyper reads after it (put into the
@@ -71,6 +76,10 @@ pub struct ExpressConnection<'a> {
     pub peer: SocketAddr,
     clock: Arc<ConnectionClock>,
     draining: Arc<AtomicBool>,
+    /// The other workers, when connections follow their client's CPU (`crate::moves`).
+    moves: Option<&'a WorkerMoves>,
+    /// Answers until the next look at the CPU the connection's packets arrive on.
+    until_check: u32,
 }
 
 impl<'a> ExpressConnection<'a> {
@@ -79,13 +88,36 @@ impl<'a> ExpressConnection<'a> {
         peer: SocketAddr,
         clock: Arc<ConnectionClock>,
         draining: Arc<AtomicBool>,
+        moves: Option<&'a WorkerMoves>,
     ) -> Self {
         Self {
             io,
             peer,
             clock,
             draining,
+            moves,
+            until_check: CHECK_EVERY,
         }
+    }
+
+    /// Called after each answer, when nothing of the next request has been read: where the
+    /// connection is to move, if its packets now arrive on another worker's CPU (looked at
+    /// every [`CHECK_EVERY`] answers; never while draining). The lane then ends with
+    /// [`ExpressEnd::Move`].
+    pub fn moves_now(&mut self) -> Option<Destination> {
+        let moves = self.moves?;
+        self.until_check -= 1;
+        if self.until_check > 0 {
+            return None;
+        }
+        self.until_check = CHECK_EVERY;
+        if self.draining() {
+            return None;
+        }
+        let Either::Left(tcp) = self.io.get_mut().get_mut() else {
+            return None;
+        };
+        moves.destination(tcp.incoming_cpu()?)
     }
 
     pub(crate) fn clock(&self) -> Arc<ConnectionClock> {
@@ -214,6 +246,11 @@ impl<T> Prefixed<T> {
 
     pub fn get_mut(&mut self) -> &mut T {
         &mut self.inner
+    }
+
+    /// The socket, if nothing put back is left to read.
+    pub fn into_inner(self) -> Option<T> {
+        self.prefix.is_empty().then_some(self.inner)
     }
 }
 

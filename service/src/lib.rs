@@ -11,6 +11,7 @@ mod access_line;
 mod api_error;
 mod auth;
 mod body_limit;
+mod client_connection;
 mod client_tcp;
 mod connection;
 mod connection_cap;
@@ -23,9 +24,11 @@ mod health;
 mod hyper_connection;
 mod listen;
 mod metrics;
+mod moves;
 mod policy;
 mod scheme;
 mod serve;
+mod serving;
 pub mod settings;
 mod shutdown;
 mod stream_slots;
@@ -51,11 +54,13 @@ pub use event_stream::event_stream_headers;
 pub use health::health_routes;
 pub use listen::{LISTEN_BACKLOG, bind_listener, bind_reuseport_listeners, steer_by_cpu};
 pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
+pub use moves::{CHECK_EVERY, WorkerMoves, worker_moves};
 pub use policy::{OPERATOR_MODULE, PolicyMode, off_by_policy};
 pub use scheme::ClientScheme;
-pub use serve::{
+pub use serve::serve_until_shutdown;
+pub use serving::{
     FORWARDING_HEADROOM, H2C_MAX_CONCURRENT_STREAMS, Headroom, PUBLIC_MAX_CONCURRENT_STREAMS,
-    Protocols, Serving, serve_until_shutdown,
+    Protocols, Serving,
 };
 pub use settings::{
     ListenerLimits, MIN_HEADER_BYTES, ServiceSettings, SettingError, Started, StreamLimits,

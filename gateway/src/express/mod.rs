@@ -171,7 +171,7 @@ impl GatewayExpress {
 
     async fn serve_requests(
         &self,
-        connection: ExpressConnection<'_>,
+        mut connection: ExpressConnection<'_>,
         buffers: &mut Buffers,
     ) -> ExpressEnd {
         let forwarding = Forwarding {
@@ -257,6 +257,11 @@ impl GatewayExpress {
             if plain.close {
                 // Closing the socket sends the FIN (no shutdown first: a system call less).
                 return ExpressEnd::Closed;
+            }
+            if buf.is_empty()
+                && let Some(destination) = connection.moves_now()
+            {
+                return ExpressEnd::Move(destination);
             }
         }
     }
