@@ -29,7 +29,9 @@
 # BENCH_GATEWAY_LOG (info), BENCH_CONTROLLER_CMD, and a CPU per worker (auto) or not (off)
 # in the proxy and cost steps: BENCH_NGINX_CPUS (worker_cpu_affinity auto) and
 # BENCH_HAPROXY_CPUS (cpu-map), auto as their tuning guides advise; BENCH_GATEWAY_CPUS
-# (VX11_WORKER_CPUS), off, as docs/gateway.md advises for one local client process (wrk).
+# (VX11_WORKER_CPUS), auto too: its keep-alive connections follow wrk's threads to the
+# worker of their CPU (docs/gateway.md). Each wrk run also records the CPU time the host
+# took meanwhile (steal), which the table reports.
 # BENCH_QUICK=1 makes every step short (for trying the script, not for figures).
 set -euo pipefail
 
@@ -47,7 +49,7 @@ SSE_WORKERS=${BENCH_SSE_WORKERS:-2}
 SSE_PER_GATEWAY=${BENCH_SSE_PER_GATEWAY:-18000}
 SWAPS=${BENCH_RELOAD_SWAPS:-100}
 PORT=${BENCH_PORT_BASE:-18000}
-GATEWAY_CPUS=${BENCH_GATEWAY_CPUS:-off}
+GATEWAY_CPUS=${BENCH_GATEWAY_CPUS:-auto}
 NGINX_CPUS=${BENCH_NGINX_CPUS:-auto}
 HAPROXY_CPUS=${BENCH_HAPROXY_CPUS:-auto}
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
@@ -232,6 +234,14 @@ start_backend() { # name → sets BACKEND_PID (a fresh operator backend on $BACK
   wait_http "http://$BACKEND/ready"
 }
 
+cpu_stolen() { # "steal total" clock ticks of all CPUs so far (/proc/stat): time the host gave to others
+  awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
+}
+
+stolen_pct() { # "steal total" before, after: the share of CPU time the host took meanwhile, in %
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; printf "%.1f", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }'
+}
+
 run_wrk() { # out-json-file wrk-args...: runs wrk, keeps its JSON line
   local out=$1
   shift
@@ -371,13 +381,14 @@ if has_step proxy; then
         a=${T_ADDR[$target]}
         out="$RESULTS/wrk-$round-$case-$target.json"
         pids=$(target_pids "$target")
-        before=$(cpu_ticks $pids) up_before=$(cpu_ticks "$UPSTREAM_PID")
+        before=$(cpu_ticks $pids) up_before=$(cpu_ticks "$UPSTREAM_PID") stolen_before=$(cpu_stolen)
         run_wrk "$out" "${args[@]}" -d"${DURATION}s" -H "X-VX11-Token: $TOKEN" "http://$a/operator/api/health"
+        stolen=$(stolen_pct "$stolen_before" "$(cpu_stolen)")
         cpu=$(awk -v t="$(($(cpu_ticks $pids) - before))" -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')
         up_cpu=$(awk -v t="$(($(cpu_ticks "$UPSTREAM_PID") - up_before))" -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')
-        printf '{"round":%d,"case":"%s","target":"%s","workers":%s,"cpu_s":%s,"upstream_cpu_s":%s,"wrk":%s}\n' \
-          "$round" "$case" "$target" "$(json_workers "$target")" "$cpu" "$up_cpu" "$(cat "$out")" >>"$RESULTS/proxy.jsonl"
-        info "$(printf 'round %d %-15s %-11s' "$round" "$case" "$target") $(awk -F'[:,]' '{for(i=1;i<NF;i++){if($i~/"requests"/)r=$(i+1);if($i~/"duration_us"/)d=$(i+1);if($i~/"p50_us"/)p5=$(i+1);if($i~/"p99_us"/)p9=$(i+1);if($i~/"errors_status"/)s=$(i+1)}} END {printf "%8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  non-2xx %d", r/(d/1e6), p5/1000, p9/1000, s}' "$out")"
+        printf '{"round":%d,"case":"%s","target":"%s","workers":%s,"cpu_s":%s,"upstream_cpu_s":%s,"stolen_pct":%s,"wrk":%s}\n' \
+          "$round" "$case" "$target" "$(json_workers "$target")" "$cpu" "$up_cpu" "$stolen" "$(cat "$out")" >>"$RESULTS/proxy.jsonl"
+        info "$(printf 'round %d %-15s %-11s' "$round" "$case" "$target") $(awk -F'[:,]' '{for(i=1;i<NF;i++){if($i~/"requests"/)r=$(i+1);if($i~/"duration_us"/)d=$(i+1);if($i~/"p50_us"/)p5=$(i+1);if($i~/"p99_us"/)p9=$(i+1);if($i~/"errors_status"/)s=$(i+1)}} END {printf "%8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  non-2xx %d", r/(d/1e6), p5/1000, p9/1000, s}' "$out")  stolen $stolen %"
       done
     done
   done

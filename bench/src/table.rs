@@ -104,6 +104,8 @@ struct Proxy {
     /// Cases in the order they first appear.
     cases: Vec<String>,
     runs: BTreeMap<(String, Target), Runs>,
+    /// The share of CPU time the host took during each run, in % (`steal` in `/proc/stat`).
+    stolen_pct: Vec<f64>,
 }
 
 fn parse_proxy(text: &str) -> anyhow::Result<Proxy> {
@@ -119,6 +121,9 @@ fn parse_proxy(text: &str) -> anyhow::Result<Proxy> {
         let seconds = wrk["duration_us"].as_f64().unwrap_or(f64::NAN) / 1e6;
         if !proxy.cases.contains(&case) {
             proxy.cases.push(case.clone());
+        }
+        if let Some(stolen) = row["stolen_pct"].as_f64() {
+            proxy.stolen_pct.push(stolen);
         }
         let runs = proxy.runs.entry((case, target)).or_default();
         let requests = wrk["requests"].as_f64().unwrap_or(f64::NAN);
@@ -289,6 +294,14 @@ fn proxy_tables(out: &mut String, proxy: &Proxy) -> anyhow::Result<()> {
         )?;
     }
     writeln!(out)?;
+    if !proxy.stolen_pct.is_empty() {
+        let highest = proxy.stolen_pct.iter().copied().fold(0.0, f64::max);
+        writeln!(
+            out,
+            "CPU time the host took from this machine (`steal` in `/proc/stat`) during the runs: median {:.1} %, highest {highest:.1} %. Every peer loses what is stolen during its own runs; the more there is, the less a ratio between peers says.\n",
+            median(&proxy.stolen_pct),
+        )?;
+    }
 
     writeln!(
         out,
@@ -770,6 +783,29 @@ mod tests {
             out.contains("| keep-alive | direct | - | 3 | 1000 (1000–1000) |"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn the_time_the_host_took_is_reported_when_runs_recorded_it() {
+        let stolen = |pct: f64| {
+            line(1, "keepalive", "gateway-1w", Some(1), 100, 1.0).replacen(
+                "\"wrk\"",
+                &format!("\"stolen_pct\":{pct},\"wrk\""),
+                1,
+            )
+        };
+        let lines = [stolen(2.0), stolen(13.5), stolen(0.5)];
+        let mut out = String::new();
+        proxy_tables(&mut out, &parse_proxy(&lines.join("\n")).unwrap()).unwrap();
+        assert!(
+            out.contains("during the runs: median 2.0 %, highest 13.5 %"),
+            "{out}"
+        );
+
+        let before = line(1, "keepalive", "gateway-1w", Some(1), 100, 1.0);
+        let mut out = String::new();
+        proxy_tables(&mut out, &parse_proxy(&before).unwrap()).unwrap();
+        assert!(!out.contains("steal"), "{out}");
     }
 
     #[test]
