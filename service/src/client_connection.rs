@@ -39,7 +39,8 @@ pub(crate) struct Client {
     pub(crate) open: OpenConnection,
 }
 
-/// The next connection another worker moved here; pending for ever once there are none.
+/// The next connection another worker moved here; pending for ever for a worker that takes
+/// none (the workers have no CPUs of their own).
 pub(crate) async fn next_arrival(arrivals: &mut Option<UnboundedReceiver<Moved>>) -> Option<Moved> {
     match arrivals {
         Some(arrivals) => arrivals.recv().await,
