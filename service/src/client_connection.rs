@@ -2,7 +2,6 @@
 //! worker moved it here) to its end: the TLS handshake if any, the express lane, hyper for
 //! the rest, or a move to the worker of the client's CPU between two requests.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -17,7 +16,7 @@ use crate::connection_service::{ConnectionPlace, ConnectionService, OpenConnecti
 use crate::express::{self, ClientIo, Destination, ExpressConnection, ExpressEnd, Prefixed};
 use crate::hyper_connection::{Ends, HyperBuilders, hyper_part, starts_http1};
 use crate::moves::{Moved, WorkerMoves};
-use crate::serving::Serving;
+use crate::serving::{App, Serving};
 
 /// What every connection of one worker's listener shares.
 pub(crate) struct Worker {
@@ -50,17 +49,7 @@ pub(crate) async fn next_arrival(arrivals: &mut Option<UnboundedReceiver<Moved>>
 
 /// One connection, from its first byte (or the first after another worker moved it here)
 /// to its end.
-pub(crate) async fn serve_connection<S>(worker: Arc<Worker>, app: S, client: Client)
-where
-    S: tower::Service<
-            axum::extract::Request,
-            Response = axum::response::Response,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+pub(crate) async fn serve_connection(worker: Arc<Worker>, app: impl App, client: Client) {
     let Client {
         tcp,
         peer,

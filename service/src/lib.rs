@@ -59,7 +59,7 @@ pub use policy::{OPERATOR_MODULE, PolicyMode, off_by_policy};
 pub use scheme::ClientScheme;
 pub use serve::serve_until_shutdown;
 pub use serving::{
-    FORWARDING_HEADROOM, H2C_MAX_CONCURRENT_STREAMS, Headroom, PUBLIC_MAX_CONCURRENT_STREAMS,
+    App, FORWARDING_HEADROOM, H2C_MAX_CONCURRENT_STREAMS, Headroom, PUBLIC_MAX_CONCURRENT_STREAMS,
     Protocols, Serving,
 };
 pub use settings::{

@@ -2,7 +2,6 @@
 //! response says `Connection: close`), let in-flight requests finish up to a deadline, and tell
 //! open streams to end cleanly.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,7 +17,7 @@ use crate::connection::Clocks;
 use crate::connection_service::OpenConnection;
 use crate::hyper_connection::HyperBuilders;
 use crate::serving::{
-    FORWARDING_HEADROOM, H2C_MAX_CONCURRENT_STREAMS, PUBLIC_MAX_CONCURRENT_STREAMS, Protocols,
+    App, FORWARDING_HEADROOM, H2C_MAX_CONCURRENT_STREAMS, PUBLIC_MAX_CONCURRENT_STREAMS, Protocols,
     Serving,
 };
 use crate::settings::MIN_HEADER_BYTES;
@@ -39,22 +38,12 @@ pub const DRAIN: Duration = Duration::from_secs(2);
 /// `max_header_bytes` or `max_headers` gets 431. The peer address is in each request's
 /// extensions as [`axum::extract::ConnectInfo`]`<SocketAddr>`, and how the client came as
 /// [`crate::ClientScheme`].
-pub async fn serve_until_shutdown<S>(
+pub async fn serve_until_shutdown(
     listener: TcpListener,
-    app: S,
+    app: impl App,
     shutdown: Shutdown,
     serving: Serving,
-) -> std::io::Result<()>
-where
-    S: tower::Service<
-            axum::extract::Request,
-            Response = axum::response::Response,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> std::io::Result<()> {
     let clocks = Clocks {
         idle: serving.limits.idle_timeout,
         head: serving.limits.header_read_timeout,

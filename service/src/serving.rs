@@ -1,5 +1,6 @@
 //! How a listener serves: the protocols it speaks, its limits, and what its workers share.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,4 +122,30 @@ impl Serving {
             moves: None,
         }
     }
+}
+
+/// What answers a listener's requests: axum's router, or any service like it that a
+/// worker can clone for each connection and that never fails (errors are answers).
+pub trait App:
+    tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
 }

@@ -14,20 +14,13 @@ use vx11_tests::abuse::project_active_tokens;
 use vx11_tests::services::{ServiceKind, ServiceProcess};
 use vx11_tokenset::TokenValue;
 
-fn client() -> reqwest::Client {
+/// reqwest's client with the timeouts of these tests.
+fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
-        .read_timeout(Duration::from_secs(20))
+        .timeout(Duration::from_secs(20))
         .build()
         .unwrap()
-}
-
-fn project(dir: &std::path::Path, generation: u64, tokens: &[(&str, &TokenValue)]) {
-    project_active_tokens(dir, generation, tokens).unwrap();
-}
-
-fn token() -> TokenValue {
-    TokenValue::generate(32).unwrap()
 }
 
 /// The CPUs this test process may run on, as `/proc/self/status` lists them.
@@ -49,10 +42,10 @@ fn allowed_cpus_of(status: &str) -> Vec<usize> {
 async fn workers_on_cpus_of_their_own_stay_there_and_serve() {
     let allowed = allowed_cpus_of(&std::fs::read_to_string("/proc/self/status").unwrap());
     let workers = allowed.len().min(2);
-    let operator = token();
+    let operator = TokenValue::generate(32).unwrap();
     let logs = tempfile::tempdir().unwrap();
     let tokens_dir = logs.path().join("tokens");
-    project(&tokens_dir, 1, &[("operator", &operator)]);
+    project_active_tokens(&tokens_dir, 1, &[("operator", &operator)]).unwrap();
     let mut env = BTreeMap::from([(
         "VX11_TOKENS_DIR".to_string(),
         tokens_dir.display().to_string(),
@@ -73,7 +66,7 @@ async fn workers_on_cpus_of_their_own_stay_there_and_serve() {
 
     env.insert("VX11_WORKERS".into(), workers.to_string());
     let gateway = ServiceProcess::start(ServiceKind::Gateway, &env, logs.path()).unwrap();
-    let http = client();
+    let http = http();
     for _ in 0..20 {
         let response = http
             .get(format!("{}/operator/api/health", gateway.base_url()))
@@ -124,7 +117,7 @@ fn two_pinned_workers(
         return None;
     }
     let tokens_dir = logs.join("tokens");
-    project(&tokens_dir, 1, &[("operator", operator)]);
+    project_active_tokens(&tokens_dir, 1, &[("operator", operator)]).unwrap();
     let mut env = BTreeMap::from([(
         "VX11_TOKENS_DIR".to_string(),
         tokens_dir.display().to_string(),
@@ -209,7 +202,7 @@ fn metric(metrics: &str, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keep_alive_connection_follows_its_client_to_the_worker_of_its_cpu() {
-    let operator = token();
+    let operator = TokenValue::generate(32).unwrap();
     let logs = tempfile::tempdir().unwrap();
     let Some((allowed, _backend, gateway)) = two_pinned_workers(&operator, logs.path()) else {
         return;
@@ -218,7 +211,7 @@ async fn a_keep_alive_connection_follows_its_client_to_the_worker_of_its_cpu() {
     let pid = gateway.pid();
     let metrics_url = gateway.metrics_url();
     let scrape = || async {
-        client()
+        http()
             .get(&metrics_url)
             .send()
             .await
