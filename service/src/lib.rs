@@ -54,7 +54,7 @@ pub use event_stream::event_stream_headers;
 pub use health::health_routes;
 pub use listen::{LISTEN_BACKLOG, bind_listener, bind_reuseport_listeners, steer_by_cpu};
 pub use metrics::{TokenMetrics, metrics_router, serve_metrics};
-pub use moves::{CHECK_EVERY, WorkerMoves, worker_moves};
+pub use moves::{WorkerMoves, worker_moves};
 pub use policy::{OPERATOR_MODULE, PolicyMode, off_by_policy};
 pub use scheme::ClientScheme;
 pub use serve::serve_until_shutdown;

@@ -83,12 +83,11 @@ pub async fn serve_until_shutdown(
                 }
             },
         };
-        let open = OpenConnection::count(&open);
         let client = Client {
             tcp,
             peer,
             admitted,
-            open,
+            open: OpenConnection::count(&open),
         };
         tokio::spawn(serve_connection(worker.clone(), app.clone(), client));
     }
