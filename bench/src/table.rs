@@ -65,6 +65,9 @@ struct Runs {
     p99_ms: Vec<f64>,
     /// CPU time of the target's processes per request, in µs.
     cpu_us: Vec<f64>,
+    /// Times a CPU of the machine went idle, per 1 000 requests: each is a wake-up later
+    /// (on a virtual machine, an exit to the host).
+    idle_per_1000: Vec<f64>,
     errors: u64,
     non_2xx: u64,
 }
@@ -106,6 +109,8 @@ struct Proxy {
     runs: BTreeMap<(String, Target), Runs>,
     /// The share of CPU time the host took during each run, in % (`steal` in `/proc/stat`).
     stolen_pct: Vec<f64>,
+    /// wrk runs made again because the host took too much during them (`attempts` - 1).
+    retried: u64,
 }
 
 fn parse_proxy(text: &str) -> anyhow::Result<Proxy> {
@@ -125,11 +130,15 @@ fn parse_proxy(text: &str) -> anyhow::Result<Proxy> {
         if let Some(stolen) = row["stolen_pct"].as_f64() {
             proxy.stolen_pct.push(stolen);
         }
+        proxy.retried += row["attempts"].as_u64().unwrap_or(1).saturating_sub(1);
         let runs = proxy.runs.entry((case, target)).or_default();
         let requests = wrk["requests"].as_f64().unwrap_or(f64::NAN);
         runs.rps.push(requests / seconds);
         if let Some(cpu) = row["cpu_s"].as_f64() {
             runs.cpu_us.push(cpu * 1e6 / requests);
+        }
+        if let Some(idle) = row["cpu_idle_entries"].as_f64() {
+            runs.idle_per_1000.push(idle * 1000.0 / requests);
         }
         runs.p50_ms
             .push(wrk["p50_us"].as_f64().unwrap_or(f64::NAN) / 1000.0);
@@ -298,25 +307,34 @@ fn proxy_tables(out: &mut String, proxy: &Proxy) -> anyhow::Result<()> {
         let highest = proxy.stolen_pct.iter().copied().fold(0.0, f64::max);
         writeln!(
             out,
-            "CPU time the host took from this machine (`steal` in `/proc/stat`) during the runs: median {:.1} %, highest {highest:.1} %. Every peer loses what is stolen during its own runs; the more there is, the less a ratio between peers says.\n",
+            "CPU time the host took from this machine (`steal` in `/proc/stat`) during the runs kept: median {:.1} %, highest {highest:.1} %. Every peer loses what is stolen during its own runs; the more there is, the less a ratio between peers says.{}\n",
             median(&proxy.stolen_pct),
+            match proxy.retried {
+                0 => String::new(),
+                n => format!(
+                    " {n} run(s) were made again because the host took more than `BENCH_MAX_STEAL` during them; the least stolen attempt is kept."
+                ),
+            },
         )?;
     }
 
     writeln!(
         out,
-        "All targets and cases (median of the rounds, min–max in brackets). CPU µs/request: user + system time of the target's processes (nginx: master and workers; HAProxy: its process, all threads; direct: the upstream) over the run, per request answered.\n"
+        "All targets and cases (median of the rounds, min–max in brackets). CPU µs/request: user + system time of the target's processes (nginx: master and workers; HAProxy: its process, all threads; direct: the upstream) over the run, per request answered. CPUs idle: how often any CPU of the machine went idle during the run (cpuidle's counters), per 1 000 requests; each is a wake-up later, which on a virtual machine is an exit to the host.\n"
     )?;
     writeln!(
         out,
-        "| case | target | workers | rounds | requests/s | p50 ms | p99 ms | target CPU µs/request | socket errors | non-2xx |"
+        "| case | target | workers | rounds | requests/s | p50 ms | p99 ms | target CPU µs/request | CPUs idle / 1000 requests | socket errors | non-2xx |"
     )?;
-    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
     for case in &proxy.cases {
         for ((_, target), runs) in proxy.runs.iter().filter(|((c, _), _)| c == case) {
             writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 mode_name(case),
                 target.name,
                 target.workers.map_or_else(|| "-".into(), |w| w.to_string()),
@@ -325,6 +343,11 @@ fn proxy_tables(out: &mut String, proxy: &Proxy) -> anyhow::Result<()> {
                 spread(&runs.p50_ms, 2),
                 spread(&runs.p99_ms, 2),
                 spread(&runs.cpu_us, 0),
+                if runs.idle_per_1000.is_empty() {
+                    "-".to_owned()
+                } else {
+                    spread(&runs.idle_per_1000, 0)
+                },
                 runs.errors,
                 runs.non_2xx
             )?;
@@ -798,7 +821,32 @@ mod tests {
         let mut out = String::new();
         proxy_tables(&mut out, &parse_proxy(&lines.join("\n")).unwrap()).unwrap();
         assert!(
-            out.contains("during the runs: median 2.0 %, highest 13.5 %"),
+            out.contains("during the runs kept: median 2.0 %, highest 13.5 %"),
+            "{out}"
+        );
+        assert!(!out.contains("made again"), "{out}");
+
+        let retried = [
+            stolen(0.5).replacen("\"wrk\"", "\"attempts\":3,\"wrk\"", 1),
+            stolen(1.0).replacen("\"wrk\"", "\"attempts\":1,\"wrk\"", 1),
+            stolen(0.2).replacen("\"wrk\"", "\"attempts\":2,\"wrk\"", 1),
+        ];
+        let mut out = String::new();
+        proxy_tables(&mut out, &parse_proxy(&retried.join("\n")).unwrap()).unwrap();
+        assert!(out.contains(" 3 run(s) were made again"), "{out}");
+
+        let idle = |entries: u32| {
+            line(1, "keepalive", "gateway-1w", Some(1), 200, 1.0).replacen(
+                "\"wrk\"",
+                &format!("\"cpu_idle_entries\":{entries},\"wrk\""),
+                1,
+            )
+        };
+        let mut out = String::new();
+        let lines = [idle(20), idle(50), idle(30)];
+        proxy_tables(&mut out, &parse_proxy(&lines.join("\n")).unwrap()).unwrap();
+        assert!(
+            out.contains("| 1.00 (1.00–1.00) | 5000 (5000–5000) | 150 (100–250) | 0 | 0 |"),
             "{out}"
         );
 
