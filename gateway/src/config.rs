@@ -67,9 +67,10 @@ pub struct Args {
     #[arg(long, env = "VX11_WORKERS")]
     pub workers: Option<usize>,
 
-    /// `auto`: each worker on a CPU of its own (the first CPUs this process may run on) and
-    /// each new connection to the worker on the CPU its handshake arrived on; for CPUs the
-    /// gateway has to itself (`docs/gateway.md`). `off`: workers run anywhere.
+    /// `auto`: with two or more workers, each on a CPU of its own (the first CPUs this
+    /// process may run on) and each new connection to the worker on the CPU its handshake
+    /// arrived on; for CPUs the gateway has to itself (`docs/gateway.md`). `off`, and a
+    /// single worker: workers run anywhere.
     #[arg(long, env = "VX11_WORKER_CPUS", value_enum, default_value_t = WorkerCpus::Off)]
     pub worker_cpus: WorkerCpus,
 
