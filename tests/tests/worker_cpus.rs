@@ -114,18 +114,28 @@ async fn workers_on_cpus_of_their_own_stay_there_and_serve() {
     );
 }
 
-/// The CPUs each `vx11-worker-<i>` thread of `pid` may run on, by `i`.
-fn worker_cpus(pid: u32) -> BTreeMap<usize, Vec<usize>> {
-    let mut cpus = BTreeMap::new();
+/// The `/proc` directory of each `vx11-worker-<i>` thread of `pid`, by `i`.
+fn worker_tasks(pid: u32) -> BTreeMap<usize, std::path::PathBuf> {
+    let mut tasks = BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
         let name = std::fs::read_to_string(task.join("comm")).unwrap();
         if let Some(index) = name.trim().strip_prefix("vx11-worker-") {
-            let status = std::fs::read_to_string(task.join("status")).unwrap();
-            cpus.insert(index.parse::<usize>().unwrap(), allowed_cpus_of(&status));
+            tasks.insert(index.parse().unwrap(), task);
         }
     }
-    cpus
+    tasks
+}
+
+/// The CPUs each `vx11-worker-<i>` thread of `pid` may run on, by `i`.
+fn worker_cpus(pid: u32) -> BTreeMap<usize, Vec<usize>> {
+    worker_tasks(pid)
+        .into_iter()
+        .map(|(index, task)| {
+            let status = std::fs::read_to_string(task.join("status")).unwrap();
+            (index, allowed_cpus_of(&status))
+        })
+        .collect()
 }
 
 /// A backend and a gateway with two workers on CPUs of their own; `None` (the test is
@@ -196,11 +206,9 @@ fn requests(stream: &mut std::net::TcpStream, operator: &TokenValue, count: usiz
 
 /// Nanoseconds each `vx11-worker-i` thread of `pid` has run so far, by `i`.
 fn worker_run_times(pid: u32) -> BTreeMap<usize, u64> {
-    let mut times = BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let task = task.unwrap().path();
-        let name = std::fs::read_to_string(task.join("comm")).unwrap();
-        if let Some(index) = name.trim().strip_prefix("vx11-worker-") {
+    worker_tasks(pid)
+        .into_iter()
+        .map(|(index, task)| {
             let schedstat = std::fs::read_to_string(task.join("schedstat")).unwrap();
             let ran = schedstat
                 .split_whitespace()
@@ -208,10 +216,9 @@ fn worker_run_times(pid: u32) -> BTreeMap<usize, u64> {
                 .unwrap()
                 .parse()
                 .unwrap();
-            times.insert(index.parse().unwrap(), ran);
-        }
-    }
-    times
+            (index, ran)
+        })
+        .collect()
 }
 
 /// The value of the line of `metrics` that starts with `series`.
